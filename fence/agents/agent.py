@@ -1,0 +1,185 @@
+"""Agent: a model, a memory, tools, and the loop that runs one turn."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from fence.agents.window import history_from_window
+from fence.errors import FenceError
+from fence.memory.base import BaseMemory
+from fence.memory.fleeting import FleetingMemory
+from fence.messages import Message, Role
+from fence.models.base import Model
+from fence.tools import Tool, as_tool
+
+log = logging.getLogger(__name__)
+
+SUMMARY_PROMPT = (
+    "Summarize the conversation so far in a few sentences. Keep names, numbers, "
+    "decisions and open questions."
+)
+
+
+class MaxIterationsError(FenceError):
+    """The model kept calling tools past ``max_iterations``; nothing was committed."""
+
+
+@dataclass(frozen=True)
+class TurnResult:
+    """What one turn produced. ``committed`` is False when the turn id was already stored."""
+
+    turn_id: str
+    answer: str
+    messages: list[Message]
+    committed: bool
+
+
+class Agent:
+    """Runs turns: load a token window, call the model and tools, commit the turn.
+
+    ``role`` is the system prompt; without one, the memory's system prompt is
+    used. ``max_memory_size`` bounds the tokens of stored history sent per
+    model call (the system prompt and the current turn are always sent); it
+    limits what is sent, not what is stored. ``prefill`` is an assistant
+    message that opens a conversation: it is committed with the first turn of
+    a session whose history is empty.
+    """
+
+    def __init__(
+        self,
+        identifier: str,
+        model: Model,
+        memory: BaseMemory | None = None,
+        role: str | None = None,
+        description: str | None = None,
+        tools: Sequence[Callable[..., Any] | Tool] = (),
+        max_memory_size: int | None = None,
+        prefill: str | None = None,
+        max_iterations: int = 10,
+    ) -> None:
+        if not isinstance(identifier, str) or not identifier.strip():
+            raise ValueError("identifier: must be a non-empty string")
+        if not isinstance(model, Model):
+            raise ValueError(f"model: must be a fence Model (got {type(model).__name__})")
+        if max_memory_size is not None and (
+            isinstance(max_memory_size, bool) or max_memory_size <= 0
+        ):
+            raise ValueError("max_memory_size: must be a positive token count or None")
+        if max_iterations < 1:
+            raise ValueError(f"max_iterations: must be >= 1 (got {max_iterations})")
+        self.identifier = identifier
+        self.model = model
+        self.memory = memory if memory is not None else FleetingMemory()
+        self.role = role
+        self.description = description
+        self.tools = {tool.name: tool for tool in map(as_tool, tools)}
+        if len(self.tools) != len(tools):
+            raise ValueError("tools: two tools share a name")
+        self.max_memory_size = max_memory_size
+        self.prefill = Message(role=Role.ASSISTANT, content=prefill) if prefill else None
+        self.max_iterations = max_iterations
+
+    def run(self, prompt: str) -> str:
+        """Run one turn and return the model's final answer."""
+        return self.run_turn(prompt).answer
+
+    def run_turn(
+        self,
+        prompt: str,
+        *,
+        turn_id: str | None = None,
+        fenced: bool = False,
+        checkpoint: Callable[[], None] | None = None,
+    ) -> TurnResult:
+        """Run one turn and commit its messages atomically under ``turn_id``.
+
+        ``checkpoint`` is called before every model and tool step and before
+        the commit; raising from it abandons the turn with nothing written.
+        With ``fenced`` the commit succeeds only if the history did not move
+        since the window was read (``StaleWriteError`` otherwise).
+        """
+        user_message = Message(role=Role.USER, content=prompt)
+        turn_id = turn_id or uuid.uuid4().hex
+        check = checkpoint or (lambda: None)
+        window = self.memory.get_window(self.max_memory_size)
+        history = history_from_window(window)
+        turn: list[Message] = []
+        if self.prefill and not window.messages and self.memory.is_empty():
+            turn.append(self.prefill)
+        turn.append(user_message)
+        system = self.role or self.memory.get_system_message()
+        specs = [tool.spec for tool in self.tools.values()]
+        for _ in range(self.max_iterations):
+            check()
+            response = self.model.invoke(history + turn, system=system, tools=specs)
+            turn.append(
+                Message(
+                    role=Role.ASSISTANT,
+                    content=response.content,
+                    tool_calls=response.tool_calls,
+                    meta={"agent": self.identifier, "model": self.model.model_id},
+                )
+            )
+            if not response.tool_calls:
+                break
+            for call in response.tool_calls:
+                check()
+                turn.append(self._run_tool(call.id, call.name, call.arguments))
+        else:
+            raise MaxIterationsError(
+                f"agent {self.identifier!r}: still calling tools after "
+                f"max_iterations={self.max_iterations}; the turn was not committed"
+            )
+        check()
+        committed = self.memory.commit_turn(
+            turn_id, turn, expected_last_seq=window.last_seq if fenced else None
+        )
+        log.info(
+            "turn finished",
+            extra={
+                "agent": self.identifier,
+                "session_id": self.memory.session_id,
+                "turn_id": turn_id,
+                "committed": committed,
+                "messages": len(turn),
+            },
+        )
+        return TurnResult(turn_id, turn[-1].content, turn, committed)
+
+    def _run_tool(self, call_id: str, name: str, arguments: dict[str, Any]) -> Message:
+        tool = self.tools.get(name)
+        result = (
+            tool.invoke(arguments)
+            if tool
+            else f"error: no tool named {name!r}; available: {sorted(self.tools)}"
+        )
+        return Message(
+            role=Role.TOOL, content=result or "(empty result)", tool_call_id=call_id, name=name
+        )
+
+    def summarize_memory(self) -> str:
+        """Replace the history with a model-written summary note; keep the system prompt.
+
+        The seed's "monitor memory size" pattern as a method: the summary is
+        left as a system note, so the session's original system prompt stays.
+        """
+        history = self.memory.get_messages()
+        if not history:
+            return ""
+        request = Message(role=Role.USER, content=SUMMARY_PROMPT)
+        response = self.model.invoke(
+            history + [request], system=self.role or self.memory.get_system_message()
+        )
+        summary = response.content.strip() or "(no summary)"
+        self.memory.clear()
+        self.memory.add_message(Role.SYSTEM, f"Previous conversation summarized: {summary}")
+        return summary
+
+    def __repr__(self) -> str:
+        return (
+            f"Agent(identifier={self.identifier!r}, model={self.model!r}, memory={self.memory!r})"
+        )

@@ -1,0 +1,184 @@
+"""SQLiteMemory: many sessions in one local database file.
+
+Safe for several threads and several processes on one machine: the file is
+in WAL mode (readers never block the writer), every write is one
+``BEGIN IMMEDIATE`` transaction (writers queue on SQLite's lock, with a busy
+timeout, instead of failing), and each thread of each process has its own
+connection. A turn's messages, its turn id and the session's counter change
+in that one transaction, so a commit is all or nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from fence.errors import StaleWriteError
+from fence.memory.base import BaseMemory, Window, take_window
+from fence.messages import Message
+
+BUSY_TIMEOUT_S = 60.0
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS fence_sessions (
+    session_id    TEXT PRIMARY KEY,
+    system_prompt TEXT,
+    last_seq      INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS fence_messages (
+    session_id TEXT    NOT NULL,
+    seq        INTEGER NOT NULL,
+    turn_id    TEXT,
+    record     TEXT    NOT NULL,
+    tokens     INTEGER NOT NULL,
+    PRIMARY KEY (session_id, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS fence_turns (
+    session_id TEXT NOT NULL,
+    turn_id    TEXT NOT NULL,
+    PRIMARY KEY (session_id, turn_id)
+) WITHOUT ROWID;
+"""
+
+_connections = threading.local()
+
+
+def _connection(db_path: str) -> sqlite3.Connection:
+    """This thread's connection to ``db_path``; reopened after a fork."""
+    cache: dict[str, tuple[int, sqlite3.Connection]] = getattr(_connections, "by_path", None)
+    if cache is None:
+        cache = _connections.by_path = {}
+    pid = os.getpid()
+    cached = cache.get(db_path)
+    if cached is not None and cached[0] == pid:
+        return cached[1]
+    conn = sqlite3.connect(db_path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.executescript(SCHEMA)
+    cache[db_path] = (pid, conn)
+    return conn
+
+
+class SQLiteMemory(BaseMemory):
+    """A session stored in a SQLite file shared by threads and processes."""
+
+    def __init__(self, db_path: str | os.PathLike[str], session_id: str) -> None:
+        super().__init__(session_id)
+        path = Path(db_path)
+        if str(db_path) != ":memory:" and not path.parent.exists():
+            raise ValueError(f"db_path: directory {str(path.parent)!r} does not exist")
+        self.db_path = str(db_path)
+
+    @contextmanager
+    def _transaction(self, mode: str = "DEFERRED") -> Iterator[sqlite3.Connection]:
+        conn = _connection(self.db_path)
+        conn.execute(f"BEGIN {mode}")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    @staticmethod
+    def _last_seq(conn: sqlite3.Connection, session_id: str) -> int:
+        row = conn.execute(
+            "SELECT last_seq FROM fence_sessions WHERE session_id = ?", (session_id,)
+        ).fetchone()
+        return row[0] if row else 0
+
+    def _append(
+        self, messages: list[Message], turn_id: str | None, expected_last_seq: int | None
+    ) -> bool:
+        with self._transaction("IMMEDIATE") as conn:
+            if (
+                turn_id is not None
+                and conn.execute(
+                    "SELECT 1 FROM fence_turns WHERE session_id = ? AND turn_id = ?",
+                    (self.session_id, turn_id),
+                ).fetchone()
+            ):
+                return False
+            last_seq = self._last_seq(conn, self.session_id)
+            if expected_last_seq is not None and expected_last_seq != last_seq:
+                raise StaleWriteError.moved_on(self.session_id, expected_last_seq, last_seq)
+            conn.executemany(
+                "INSERT INTO fence_messages (session_id, seq, turn_id, record, tokens) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [
+                    (self.session_id, last_seq + i, turn_id, json.dumps(m.to_record()), m.tokens)
+                    for i, m in enumerate(messages, start=1)
+                ],
+            )
+            conn.execute(
+                "INSERT INTO fence_sessions (session_id, last_seq) VALUES (?, ?) "
+                "ON CONFLICT(session_id) DO UPDATE SET last_seq = excluded.last_seq",
+                (self.session_id, last_seq + len(messages)),
+            )
+            if turn_id is not None:
+                conn.execute(
+                    "INSERT INTO fence_turns (session_id, turn_id) VALUES (?, ?)",
+                    (self.session_id, turn_id),
+                )
+        return True
+
+    def _rows_to_messages(self, rows: Iterator[tuple[int, str | None, str]]) -> Iterator[Message]:
+        for seq, turn_id, record in rows:
+            yield Message.from_record(json.loads(record), seq=seq, turn_id=turn_id)
+
+    def _read_window(self, max_tokens: int | None, at_least_one: bool = False) -> Window:
+        with self._transaction() as conn:
+            last_seq = self._last_seq(conn, self.session_id)
+            rows = conn.execute(
+                "SELECT seq, turn_id, record FROM fence_messages WHERE session_id = ? "
+                "ORDER BY seq DESC",
+                (self.session_id,),
+            )
+            window = take_window(self._rows_to_messages(rows), max_tokens, at_least_one, last_seq)
+            rows.close()
+            return window
+
+    def _read_all(self) -> list[Message]:
+        with self._transaction() as conn:
+            rows = conn.execute(
+                "SELECT seq, turn_id, record FROM fence_messages WHERE session_id = ? ORDER BY seq",
+                (self.session_id,),
+            )
+            return list(self._rows_to_messages(rows))
+
+    def _get_system(self) -> str | None:
+        with self._transaction() as conn:
+            row = conn.execute(
+                "SELECT system_prompt FROM fence_sessions WHERE session_id = ?",
+                (self.session_id,),
+            ).fetchone()
+        return row[0] if row else None
+
+    def _set_system(self, text: str) -> None:
+        with self._transaction("IMMEDIATE") as conn:
+            conn.execute(
+                "INSERT INTO fence_sessions (session_id, system_prompt) VALUES (?, ?) "
+                "ON CONFLICT(session_id) DO UPDATE SET system_prompt = excluded.system_prompt",
+                (self.session_id, text),
+            )
+
+    def _clear(self) -> None:
+        with self._transaction("IMMEDIATE") as conn:
+            conn.execute("DELETE FROM fence_messages WHERE session_id = ?", (self.session_id,))
+
+    def _has_turn(self, turn_id: str) -> bool:
+        with self._transaction() as conn:
+            row = conn.execute(
+                "SELECT 1 FROM fence_turns WHERE session_id = ? AND turn_id = ?",
+                (self.session_id, turn_id),
+            ).fetchone()
+        return row is not None
+
+    def __repr__(self) -> str:
+        return f"SQLiteMemory(db_path={self.db_path!r}, session_id={self.session_id!r})"

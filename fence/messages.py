@@ -1,0 +1,132 @@
+"""Messages: the unit of conversation history, validated and token-counted once."""
+
+from __future__ import annotations
+
+import json
+import re
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+from fence.settings import get_settings
+from fence.tokens import count_tokens
+
+SESSION_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$")
+TURN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$")
+MESSAGE_OVERHEAD_TOKENS = 3
+"""Tokens a chat format spends on each message's role and separators."""
+
+
+class Role(StrEnum):
+    SYSTEM = "system"
+    USER = "user"
+    ASSISTANT = "assistant"
+    TOOL = "tool"
+
+
+def validate_session_id(session_id: object, field: str = "session_id") -> str:
+    """Return ``session_id`` or raise ``ValueError`` naming the rule it breaks."""
+    if not isinstance(session_id, str) or not SESSION_ID_PATTERN.fullmatch(session_id):
+        raise ValueError(
+            f"{field}: must be 1-128 characters of letters, digits and _ . : @ -, "
+            f"starting with a letter or digit (got {session_id!r:.80})"
+        )
+    return session_id
+
+
+def validate_turn_id(turn_id: object) -> str:
+    """Return ``turn_id`` or raise ``ValueError`` naming the rule it breaks."""
+    if not isinstance(turn_id, str) or not TURN_ID_PATTERN.fullmatch(turn_id):
+        raise ValueError(
+            "turn_id: must be 1-128 characters of letters, digits and _ . : @ -, "
+            f"starting with a letter or digit (got {turn_id!r:.80})"
+        )
+    return turn_id
+
+
+class ToolCall(BaseModel):
+    """A model's request to run one tool with JSON arguments."""
+
+    model_config = ConfigDict(frozen=True, hide_input_in_errors=True)
+
+    id: str = Field(min_length=1)
+    name: str = Field(min_length=1)
+    arguments: dict[str, Any] = Field(default_factory=dict)
+
+
+class Message(BaseModel):
+    """One message of a conversation.
+
+    ``tokens`` is counted when the message is created and stored with it, so
+    building a context window never re-tokenizes history. ``seq`` and
+    ``turn_id`` are set by the memory that stored the message.
+    """
+
+    model_config = ConfigDict(frozen=True, hide_input_in_errors=True)
+
+    role: Role
+    content: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+    name: str | None = None
+    meta: dict[str, Any] = Field(default_factory=dict)
+    tokens: int | None = Field(default=None, ge=0)
+    seq: int | None = None
+    turn_id: str | None = None
+
+    @field_validator("content")
+    @classmethod
+    def _content_fits(cls, content: str, info: ValidationInfo) -> str:
+        if info.context and info.context.get("stored"):
+            return content  # accepted when written; a lowered limit must not hide history
+        limit = get_settings().max_message_bytes
+        size = len(content.encode("utf-8", "surrogatepass"))
+        if size > limit:
+            raise ValueError(
+                f"content is {size} bytes; the limit is {limit} (FENCE_MAX_MESSAGE_BYTES)"
+            )
+        return content
+
+    @model_validator(mode="after")
+    def _check_shape(self) -> Message:
+        if not self.content.strip() and not (self.role is Role.ASSISTANT and self.tool_calls):
+            raise ValueError(
+                "content: must be a non-empty string (only an assistant message that "
+                "carries tool_calls may have empty content)"
+            )
+        if self.tool_calls and self.role is not Role.ASSISTANT:
+            raise ValueError("tool_calls: only assistant messages may carry tool calls")
+        if self.role is Role.TOOL and not self.tool_call_id:
+            raise ValueError("tool_call_id: a tool message must name the tool call it answers")
+        if self.tokens is None:
+            extra = json.dumps([c.model_dump() for c in self.tool_calls]) if self.tool_calls else ""
+            counted = count_tokens(self.content) + count_tokens(extra) + MESSAGE_OVERHEAD_TOKENS
+            object.__setattr__(self, "tokens", counted)
+        return self
+
+    def to_record(self) -> dict[str, Any]:
+        """The JSON-serialisable form stored by backends (without ``seq``/``turn_id``)."""
+        record: dict[str, Any] = {
+            "role": self.role.value,
+            "content": self.content,
+            "tokens": self.tokens,
+        }
+        if self.tool_calls:
+            record["tool_calls"] = [c.model_dump() for c in self.tool_calls]
+        if self.tool_call_id:
+            record["tool_call_id"] = self.tool_call_id
+        if self.name:
+            record["name"] = self.name
+        if self.meta:
+            record["meta"] = self.meta
+        return record
+
+    @classmethod
+    def from_record(
+        cls, record: dict[str, Any], *, seq: int | None = None, turn_id: str | None = None
+    ) -> Message:
+        """Rebuild a stored message; its token count is read, not recounted."""
+        return cls.model_validate(
+            {**record, "seq": seq, "turn_id": turn_id}, context={"stored": True}
+        )

