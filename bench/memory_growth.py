@@ -41,7 +41,10 @@ def sqlite() -> Iterator[MemoryFactory]:
         yield lambda session_id: SQLiteMemory(Path(tmp) / "bench.db", session_id)
 
 
-BACKENDS: dict[str, Callable[[], AbstractContextManager[MemoryFactory]]] = {"fleeting": fleeting, "sqlite": sqlite}
+BACKENDS: dict[str, Callable[[], AbstractContextManager[MemoryFactory]]] = {
+    "fleeting": fleeting,
+    "sqlite": sqlite,
+}
 
 
 def fill(memory: BaseMemory, count: int) -> None:

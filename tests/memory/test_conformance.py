@@ -141,7 +141,9 @@ def test_a_second_handle_sees_the_same_history(open_memory):
 
 def test_tool_messages_round_trip_losslessly(open_memory):
     session = new_session()
-    call = ToolCall(id="call_1", name="convert", arguments={"amount": 0.1, "to": "€", "n": [1, 2.5]})
+    call = ToolCall(
+        id="call_1", name="convert", arguments={"amount": 0.1, "to": "€", "n": [1, 2.5]}
+    )
     open_memory(session).commit_turn(
         "turn-1",
         [
@@ -305,7 +307,9 @@ def test_concurrent_threads_lose_and_duplicate_nothing(open_memory):
         thread.join()
 
     contents = [m.content for m in open_memory(session).get_messages()]
-    assert sorted(contents) == sorted(f"w{w}-{i}" for w in range(writers) for i in range(per_writer))
+    assert sorted(contents) == sorted(
+        f"w{w}-{i}" for w in range(writers) for i in range(per_writer)
+    )
     for w in range(writers):
         own = [c for c in contents if c.startswith(f"w{w}-")]
         assert own == [f"w{w}-{i}" for i in range(per_writer)]
