@@ -32,7 +32,11 @@ class Settings(BaseSettings):
     run_ttl_s: int = Field(default=7 * 24 * 3600, gt=0, description="Finished run records expire.")
     idempotency_ttl_s: int = Field(default=24 * 3600, gt=0)
     turn_timeout_s: float = Field(default=600.0, gt=0, description="Longest turn allowed.")
-    model_retries: int = Field(default=3, ge=0)
+    turn_retries: int = Field(
+        default=2, ge=0, description="Extra attempts of a turn whose model or tools failed."
+    )
+    turn_retry_backoff_s: float = Field(default=1.0, ge=0, description="First retry delay.")
+    default_agent: str = "support"
 
 
 @lru_cache(maxsize=1)

@@ -1,1 +1,5 @@
-"""Clients that enqueue agent runs: Python API, HTTP gateway, CLI."""
+"""Clients that enqueue agent runs: ``from producer import Producer``."""
+
+from producer.client import Producer, Run, RunCancelled, RunError, RunFailed, RunRejected
+
+__all__ = ["Producer", "Run", "RunCancelled", "RunError", "RunFailed", "RunRejected"]

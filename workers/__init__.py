@@ -1,1 +1,7 @@
-"""Celery workers that run agent turns (see issue: distributed runtime)."""
+"""Celery workers that run agent turns: ``celery -A workers worker``."""
+
+from workers.app import create_app
+
+app = create_app()
+
+__all__ = ["app"]

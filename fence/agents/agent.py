@@ -29,6 +29,15 @@ class MaxIterationsError(FenceError):
 
 
 @dataclass(frozen=True)
+class PreparedTurn:
+    """A turn's messages before commit; ``last_seq`` is the history it was based on."""
+
+    messages: list[Message]
+    answer: str
+    last_seq: int
+
+
+@dataclass(frozen=True)
 class TurnResult:
     """What one turn produced. ``committed`` is False when the turn id was already stored."""
 
@@ -102,8 +111,35 @@ class Agent:
         With ``fenced`` the commit succeeds only if the history did not move
         since the window was read (``StaleWriteError`` otherwise).
         """
-        user_message = Message(role=Role.USER, content=prompt)
         turn_id = turn_id or uuid.uuid4().hex
+        prepared = self.prepare_turn(prompt, checkpoint=checkpoint)
+        if checkpoint:
+            checkpoint()
+        committed = self.memory.commit_turn(
+            turn_id, prepared.messages, expected_last_seq=prepared.last_seq if fenced else None
+        )
+        log.info(
+            "turn finished",
+            extra={
+                "agent": self.identifier,
+                "session_id": self.memory.session_id,
+                "turn_id": turn_id,
+                "committed": committed,
+                "messages": len(prepared.messages),
+            },
+        )
+        return TurnResult(turn_id, prepared.answer, prepared.messages, committed)
+
+    def prepare_turn(
+        self, prompt: str, *, checkpoint: Callable[[], None] | None = None
+    ) -> PreparedTurn:
+        """Run the model and tool loop for one turn without writing anything.
+
+        The runtime uses this to save the answer before committing, so a
+        redelivered turn whose commit already happened need not call the
+        model again.
+        """
+        user_message = Message(role=Role.USER, content=prompt)
         check = checkpoint or (lambda: None)
         window = self.memory.get_window(self.max_memory_size)
         history = history_from_window(window)
@@ -125,30 +161,14 @@ class Agent:
                 )
             )
             if not response.tool_calls:
-                break
+                return PreparedTurn(turn, response.content, window.last_seq)
             for call in response.tool_calls:
                 check()
                 turn.append(self._run_tool(call.id, call.name, call.arguments))
-        else:
-            raise MaxIterationsError(
-                f"agent {self.identifier!r}: still calling tools after "
-                f"max_iterations={self.max_iterations}; the turn was not committed"
-            )
-        check()
-        committed = self.memory.commit_turn(
-            turn_id, turn, expected_last_seq=window.last_seq if fenced else None
+        raise MaxIterationsError(
+            f"agent {self.identifier!r}: still calling tools after "
+            f"max_iterations={self.max_iterations}; the turn was not committed"
         )
-        log.info(
-            "turn finished",
-            extra={
-                "agent": self.identifier,
-                "session_id": self.memory.session_id,
-                "turn_id": turn_id,
-                "committed": committed,
-                "messages": len(turn),
-            },
-        )
-        return TurnResult(turn_id, turn[-1].content, turn, committed)
 
     def _run_tool(self, call_id: str, name: str, arguments: dict[str, Any]) -> Message:
         tool = self.tools.get(name)

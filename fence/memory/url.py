@@ -1,0 +1,70 @@
+"""Open the memory named by a URL such as ``FENCE_MEMORY``.
+
+``sqlite:///fence.db`` (relative path) or ``sqlite:////var/lib/fence.db``
+(absolute), ``dynamodb://agent-memory?region=eu-west-1``,
+``agentcore://<memory-id>?region=us-east-1&actor_id=fence`` and
+``fleeting://`` (in-process only). Query parameters are passed to the
+backend's constructor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from urllib.parse import parse_qsl, urlsplit
+
+from fence.memory.base import BaseMemory
+
+MemoryFactory = Callable[[str], BaseMemory]
+
+SCHEMES = ("sqlite", "dynamodb", "agentcore", "fleeting")
+INT_OPTIONS = {"ttl_seconds"}
+
+
+def memory_factory(url: str) -> MemoryFactory:
+    """A function ``session_id -> memory`` for the backend ``url`` names."""
+    parts = urlsplit(url)
+    options: dict[str, object] = dict(parse_qsl(parts.query, strict_parsing=False))
+    for name in INT_OPTIONS & options.keys():
+        try:
+            options[name] = int(str(options[name]))
+        except ValueError:
+            raise ValueError(f"memory url: {name} must be an integer") from None
+    if parts.scheme == "sqlite":
+        path = parts.path[1:] if parts.path.startswith("/") else parts.path
+        if parts.netloc or not path:
+            raise ValueError(
+                "memory url: write sqlite:///relative.db or sqlite:////absolute/path.db"
+            )
+        from fence.memory.sqlite import SQLiteMemory
+
+        return lambda session_id: SQLiteMemory(db_path=path, session_id=session_id)
+    if parts.scheme == "dynamodb":
+        if not parts.netloc:
+            raise ValueError("memory url: name the table, as in dynamodb://agent-memory")
+        from fence.memory.dynamodb import DynamoDBMemory
+
+        options.setdefault("primary_key_name", "session_id")
+        return lambda session_id: DynamoDBMemory(
+            table_name=parts.netloc, primary_key_value=session_id, **options
+        )
+    if parts.scheme == "agentcore":
+        if not parts.netloc:
+            raise ValueError("memory url: name the memory id, as in agentcore://mem-123")
+        from fence.memory.agentcore import AgentCoreMemory
+
+        agent_id = str(options.pop("agent_id", "fence"))
+        return partial(_agentcore, AgentCoreMemory, agent_id, parts.netloc, options)
+    if parts.scheme == "fleeting":
+        from fence.memory.fleeting import FleetingMemory
+
+        return lambda session_id: FleetingMemory(session_id)
+    raise ValueError(
+        f"memory url: scheme must be one of {', '.join(SCHEMES)} (got {parts.scheme!r})"
+    )
+
+
+def _agentcore(
+    cls: type[BaseMemory], agent_id: str, memory_id: str, options: dict, session_id: str
+) -> BaseMemory:
+    return cls(agent_id=agent_id, session_id=session_id, memory_id=memory_id, **options)

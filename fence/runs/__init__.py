@@ -1,0 +1,31 @@
+"""The runtime contract shared by producers and workers: run schema, Redis keys,
+Lua scripts and the store over them. No Celery here."""
+
+from fence.runs.registry import AgentFactory, Registry, load_registry
+from fence.runs.schema import RunRecord, RunRequest, RunState, Strategy
+from fence.runs.store import (
+    Lease,
+    LeaseLost,
+    RunNotFound,
+    RunStore,
+    RunTimeout,
+    SessionInfo,
+    Submission,
+)
+
+__all__ = [
+    "AgentFactory",
+    "Lease",
+    "LeaseLost",
+    "Registry",
+    "RunNotFound",
+    "RunRecord",
+    "RunRequest",
+    "RunState",
+    "RunStore",
+    "RunTimeout",
+    "SessionInfo",
+    "Strategy",
+    "Submission",
+    "load_registry",
+]

@@ -1,0 +1,64 @@
+"""Every Redis key the runtime uses, named once.
+
+Keys of one session carry the session id in a hash tag (``{...}``) so they
+share a Redis Cluster slot and multi-key Lua scripts stay legal. The only
+keys outside a session's slot are the run-id index (a run id alone must find
+its session) and the index of possibly-active sessions the sweeper walks.
+"""
+
+from __future__ import annotations
+
+PREFIX = "fence"
+
+
+def session(session_id: str) -> str:
+    """Hash: ``active`` (run id in flight, absent when idle), ``progress_ms``."""
+    return f"{PREFIX}:{{{session_id}}}:session"
+
+
+def mailbox(session_id: str) -> str:
+    """List of run ids accepted while the session was busy, oldest first."""
+    return f"{PREFIX}:{{{session_id}}}:mailbox"
+
+
+def lease(session_id: str) -> str:
+    """String: the fencing token of the worker running the session's turn (PX TTL)."""
+    return f"{PREFIX}:{{{session_id}}}:lease"
+
+
+def fencing_counter(session_id: str) -> str:
+    """Counter: ``INCR`` gives each lease a token larger than any before it."""
+    return f"{PREFIX}:{{{session_id}}}:fencing"
+
+
+def run(session_id: str, run_id: str) -> str:
+    """Hash: the run record (see ``fence.runs.schema.RunRecord``)."""
+    return f"{PREFIX}:{{{session_id}}}:run:{run_id}"
+
+
+def run_prefix(session_id: str) -> str:
+    """Scripts append a run id to this to address a run record of the same session."""
+    return f"{PREFIX}:{{{session_id}}}:run:"
+
+
+def idempotency(session_id: str, key: str) -> str:
+    """String: the run id first accepted under this idempotency key."""
+    return f"{PREFIX}:{{{session_id}}}:idem:{key}"
+
+
+def run_index(run_id: str) -> str:
+    """String: the session id of a run, so a run id alone can be looked up."""
+    return f"{PREFIX}:runs:{{{run_id}}}"
+
+
+def done_channel(run_id: str) -> str:
+    """Pub/sub channel announcing that a run reached a terminal state."""
+    return f"{PREFIX}:done:{run_id}"
+
+
+ACTIVE_SESSIONS = f"{PREFIX}:active-sessions"
+"""Sorted set (score: ms when added) of sessions that may have a run in flight.
+
+A superset: a session is added before it can become active and removed by
+the sweeper only after it was seen idle, so no active session is missing.
+"""

@@ -1,0 +1,150 @@
+"""The Lua scripts that make every multi-key step of the runtime atomic.
+
+Failure timeline (who may die where, and what then):
+
+* Producer dies after ``SUBMIT`` returned ``dispatch`` but before publishing
+  the Celery task: the session is active with no task. The sweeper sees no
+  lease and no progress for ``stall_after_s`` and publishes it again.
+* Worker dies before ``ACQUIRE``: the task is redelivered (acks late) or the
+  sweeper re-dispatches it; nothing was written.
+* Worker dies holding the lease, before its memory commit: the lease expires,
+  the sweeper re-dispatches, the next worker runs the turn from scratch. The
+  dead worker wrote nothing to memory (commits are atomic).
+* Worker dies after the memory commit, before ``FINISH``: the next worker
+  finds the turn already in memory (idempotent commit keyed by run id), does
+  not call the model again, and runs ``FINISH``.
+* Worker stalls (GC pause, partition) and its lease expires while another
+  worker takes over: the stale worker's renewals fail, so it stops at its next
+  checkpoint; if it reaches its commit anyway, the memory's conditional write
+  (expected last sequence number) or the turn id refuses it, and ``FINISH``
+  refuses its token.
+
+Every script keeps to keys of one session (one hash tag); run records of the
+same session are addressed through the ``run_prefix`` argument.
+"""
+
+from __future__ import annotations
+
+SUBMIT = """
+-- KEYS: session, mailbox, run, idempotency
+-- ARGV: run_id, strategy, has_idempotency, idempotency_ttl_s, now, run_prefix,
+--       run_ttl_s, field1, value1, ...
+if ARGV[3] == '1' then
+  local existing = redis.call('GET', KEYS[4])
+  if existing then return {'duplicate', existing, -1} end
+end
+local fields = {}
+for i = 8, #ARGV do fields[#fields + 1] = ARGV[i] end
+redis.call('HSET', KEYS[3], unpack(fields))
+local active = redis.call('HGET', KEYS[1], 'active')
+local outcome
+if not active then
+  redis.call('HSET', KEYS[1], 'active', ARGV[1], 'progress_at', ARGV[5])
+  outcome = {'dispatch', ARGV[1], 0}
+elseif ARGV[2] == 'reject' then
+  redis.call('HSET', KEYS[3], 'state', 'rejected', 'finished_at', ARGV[5],
+    'error', 'session is busy with run ' .. active .. ' and strategy is reject')
+  redis.call('EXPIRE', KEYS[3], ARGV[7])
+  outcome = {'rejected', ARGV[1], -1}
+elseif ARGV[2] == 'interrupt' then
+  redis.call('HSET', ARGV[6] .. active, 'cancel_requested', '1')
+  redis.call('LPUSH', KEYS[2], ARGV[1])
+  outcome = {'queued', ARGV[1], 1}
+else
+  outcome = {'queued', ARGV[1], redis.call('RPUSH', KEYS[2], ARGV[1])}
+end
+if ARGV[3] == '1' then redis.call('SET', KEYS[4], ARGV[1], 'EX', ARGV[4]) end
+return outcome
+"""
+
+ACQUIRE = """
+-- KEYS: session, lease, fencing counter, run
+-- ARGV: run_id, lease_ms, now, worker
+if redis.call('EXISTS', KEYS[4]) == 0 then return {'missing'} end
+if redis.call('HGET', KEYS[1], 'active') ~= ARGV[1] then return {'not_active'} end
+if redis.call('EXISTS', KEYS[2]) == 1 then return {'leased'} end
+local token = redis.call('INCR', KEYS[3])
+redis.call('SET', KEYS[2], token, 'PX', ARGV[2])
+if redis.call('HGET', KEYS[4], 'state') == 'queued' then
+  redis.call('HSET', KEYS[4], 'state', 'running', 'started_at', ARGV[3])
+end
+redis.call('HSET', KEYS[4], 'worker', ARGV[4])
+redis.call('HINCRBY', KEYS[4], 'attempts', 1)
+redis.call('HSET', KEYS[1], 'progress_at', ARGV[3])
+return {'acquired', tostring(token)}
+"""
+
+RENEW = """
+-- KEYS: lease, session   ARGV: token, lease_ms, now
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('HSET', KEYS[2], 'progress_at', ARGV[3])
+return 1
+"""
+
+SET_IF_LEASED = """
+-- KEYS: lease, run   ARGV: token, field, value
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+return 1
+"""
+
+FINISH = """
+-- KEYS: session, mailbox, lease, run
+-- ARGV: token, run_id, state, now, run_ttl_s, run_prefix, result, error, done_channel
+if redis.call('GET', KEYS[3]) ~= ARGV[1] then return {'lost'} end
+redis.call('HSET', KEYS[4], 'state', ARGV[3], 'finished_at', ARGV[4],
+  'result', ARGV[7], 'error', ARGV[8])
+redis.call('HDEL', KEYS[4], 'pending_result')
+redis.call('EXPIRE', KEYS[4], ARGV[5])
+redis.call('PUBLISH', ARGV[9], ARGV[3])
+redis.call('DEL', KEYS[3])
+while true do
+  local candidate = redis.call('LPOP', KEYS[2])
+  if not candidate then break end
+  if redis.call('HGET', ARGV[6] .. candidate, 'state') == 'queued' then
+    redis.call('HSET', KEYS[1], 'active', candidate, 'progress_at', ARGV[4])
+    return {'next', candidate}
+  end
+end
+redis.call('HDEL', KEYS[1], 'active')
+redis.call('HSET', KEYS[1], 'progress_at', ARGV[4])
+return {'idle'}
+"""
+
+CANCEL = """
+-- KEYS: session, mailbox, run   ARGV: run_id, now, run_ttl_s, done_channel
+local state = redis.call('HGET', KEYS[3], 'state')
+if not state then return {'missing'} end
+if state ~= 'queued' and state ~= 'running' then return {'terminal'} end
+if redis.call('HGET', KEYS[1], 'active') == ARGV[1] then
+  redis.call('HSET', KEYS[3], 'cancel_requested', '1')
+  return {'requested'}
+end
+redis.call('LREM', KEYS[2], 1, ARGV[1])
+redis.call('HSET', KEYS[3], 'state', 'cancelled', 'finished_at', ARGV[2],
+  'cancel_requested', '1')
+redis.call('EXPIRE', KEYS[3], ARGV[3])
+redis.call('PUBLISH', ARGV[4], 'cancelled')
+return {'cancelled'}
+"""
+
+SWEEP_SESSION = """
+-- KEYS: session, lease   ARGV: now, stall_after_s
+local active = redis.call('HGET', KEYS[1], 'active')
+if not active then return {'idle'} end
+if redis.call('EXISTS', KEYS[2]) == 1 then return {'leased'} end
+local progress = tonumber(redis.call('HGET', KEYS[1], 'progress_at') or '0')
+if tonumber(ARGV[1]) - progress < tonumber(ARGV[2]) then return {'recent'} end
+redis.call('HSET', KEYS[1], 'progress_at', ARGV[1])
+return {'redispatch', active}
+"""
+
+FORGET_IDLE = """
+-- KEYS: active-sessions index   ARGV: session_id, score seen
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if score and tonumber(score) == tonumber(ARGV[2]) then
+  return redis.call('ZREM', KEYS[1], ARGV[1])
+end
+return 0
+"""

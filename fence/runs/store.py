@@ -1,0 +1,289 @@
+"""RunStore: the runtime's state in Redis, shared by producers, workers and the sweeper.
+
+It never publishes Celery tasks itself: methods that make a run the
+session's active one return its id, and the caller dispatches it. That keeps
+this module free of Celery and keeps "accepted" independent of the broker: a
+run is accepted once ``SUBMIT`` has recorded it, and a lost dispatch is
+recovered by the sweeper.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+
+import redis
+
+from fence.runs import keys, scripts
+from fence.runs.schema import RunRecord, RunRequest, RunState
+from fence.settings import Settings, get_settings
+
+
+class RunNotFound(LookupError):
+    """No run with that id (never accepted, or its record expired)."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"run {run_id!r} not found (never accepted, or its record expired)")
+        self.run_id = run_id
+
+
+class RunTimeout(TimeoutError):
+    """A wait for a run's result ended before the run finished."""
+
+
+@dataclass(frozen=True)
+class Submission:
+    """What ``submit`` did. ``position`` counts the runs ahead of this one."""
+
+    run_id: str
+    state: RunState
+    position: int
+    dispatch: bool
+    duplicate: bool
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A worker's claim on a session, with the fencing token that proves it."""
+
+    session_id: str
+    run_id: str
+    token: str
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    session_id: str
+    active_run: str | None
+    queued: list[str]
+
+    @property
+    def state(self) -> str:
+        return "busy" if self.active_run else "idle"
+
+
+class RunStore:
+    """Typed operations over the runtime's Redis keys and scripts."""
+
+    def __init__(self, client: redis.Redis, settings: Settings | None = None) -> None:
+        self.redis = client
+        self.settings = settings or get_settings()
+        self._submit = client.register_script(scripts.SUBMIT)
+        self._acquire = client.register_script(scripts.ACQUIRE)
+        self._renew = client.register_script(scripts.RENEW)
+        self._set_if_leased = client.register_script(scripts.SET_IF_LEASED)
+        self._finish = client.register_script(scripts.FINISH)
+        self._cancel = client.register_script(scripts.CANCEL)
+        self._sweep_session = client.register_script(scripts.SWEEP_SESSION)
+        self._forget_idle = client.register_script(scripts.FORGET_IDLE)
+
+    @classmethod
+    def from_url(cls, url: str | None = None, settings: Settings | None = None) -> RunStore:
+        settings = settings or get_settings()
+        client = redis.Redis.from_url(url or settings.redis_url, decode_responses=True)
+        return cls(client, settings)
+
+    # -- producers ----------------------------------------------------------
+
+    def submit(self, request: RunRequest) -> Submission:
+        """Record the run durably and decide whether it runs now, waits, or is rejected."""
+        run_id = uuid.uuid4().hex
+        now = time.time()
+        sid = request.session_id
+        self.redis.set(keys.run_index(run_id), sid)
+        self.redis.zadd(keys.ACTIVE_SESSIONS, {sid: now})
+        fields = RunRecord.new_hash(run_id, request, now)
+        flat = [item for pair in fields.items() for item in pair]
+        idem = request.idempotency_key
+        outcome, found_id, position = self._submit(
+            keys=[
+                keys.session(sid),
+                keys.mailbox(sid),
+                keys.run(sid, run_id),
+                keys.idempotency(sid, idem or "-"),
+            ],
+            args=[
+                run_id,
+                request.strategy.value,
+                "1" if idem else "0",
+                self.settings.idempotency_ttl_s,
+                repr(now),
+                keys.run_prefix(sid),
+                self.settings.run_ttl_s,
+                *flat,
+            ],
+        )
+        if outcome == "duplicate":
+            self.redis.delete(keys.run_index(run_id))
+            record = self.get(found_id)
+            return Submission(found_id, record.state, -1, dispatch=False, duplicate=True)
+        if outcome == "rejected":
+            self.redis.expire(keys.run_index(run_id), self.settings.run_ttl_s)
+            return Submission(run_id, RunState.REJECTED, -1, dispatch=False, duplicate=False)
+        return Submission(
+            run_id, RunState.QUEUED, int(position), dispatch=outcome == "dispatch", duplicate=False
+        )
+
+    def session_of(self, run_id: str) -> str:
+        session_id = self.redis.get(keys.run_index(run_id))
+        if session_id is None:
+            raise RunNotFound(run_id)
+        return session_id
+
+    def get(self, run_id: str, session_id: str | None = None) -> RunRecord:
+        session_id = session_id or self.session_of(run_id)
+        fields = self.redis.hgetall(keys.run(session_id, run_id))
+        if not fields:
+            raise RunNotFound(run_id)
+        return RunRecord.from_hash(fields)
+
+    def cancel(self, run_id: str) -> RunRecord:
+        """Cancel durably: a queued run leaves the mailbox; a running one stops at its
+        next step and commits nothing. Cancelling a finished run changes nothing."""
+        sid = self.session_of(run_id)
+        [outcome] = self._cancel(
+            keys=[keys.session(sid), keys.mailbox(sid), keys.run(sid, run_id)],
+            args=[run_id, repr(time.time()), self.settings.run_ttl_s, keys.done_channel(run_id)],
+        )
+        if outcome == "missing":
+            raise RunNotFound(run_id)
+        if outcome == "cancelled":
+            self.redis.expire(keys.run_index(run_id), self.settings.run_ttl_s)
+        return self.get(run_id, sid)
+
+    def session(self, session_id: str) -> SessionInfo:
+        pipe = self.redis.pipeline()
+        pipe.hget(keys.session(session_id), "active")
+        pipe.lrange(keys.mailbox(session_id), 0, -1)
+        active, queued = pipe.execute()
+        return SessionInfo(session_id, active, queued)
+
+    def wait(self, run_id: str, timeout: float) -> RunRecord:
+        """Block until the run is terminal, without polling: subscribe, then check."""
+        deadline = time.monotonic() + timeout
+        pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+        try:
+            pubsub.subscribe(keys.done_channel(run_id))
+            while True:
+                record = self.get(run_id)
+                if record.state.terminal:
+                    return record
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise RunTimeout(
+                        f"run {run_id!r} still {record.state.value} after {timeout:g}s"
+                    )
+                pubsub.get_message(timeout=remaining)
+        finally:
+            pubsub.close()
+
+    # -- workers ------------------------------------------------------------
+
+    def acquire(self, session_id: str, run_id: str, worker: str) -> Lease | str:
+        """Take the session's lease for its active run, or say why not.
+
+        Returns a ``Lease``, or ``"not_active"`` (a duplicate or stale delivery:
+        the run is not the session's turn), ``"leased"`` (another worker is on
+        it) or ``"missing"`` (the record expired).
+        """
+        result = self._acquire(
+            keys=[
+                keys.session(session_id),
+                keys.lease(session_id),
+                keys.fencing_counter(session_id),
+                keys.run(session_id, run_id),
+            ],
+            args=[run_id, self.settings.lease_ms, repr(time.time()), worker],
+        )
+        if result[0] != "acquired":
+            return result[0]
+        return Lease(session_id, run_id, result[1])
+
+    def renew(self, lease: Lease) -> bool:
+        """Extend the lease; False means it was lost and the turn must stop."""
+        return bool(
+            self._renew(
+                keys=[keys.lease(lease.session_id), keys.session(lease.session_id)],
+                args=[lease.token, self.settings.lease_ms, repr(time.time())],
+            )
+        )
+
+    def holds(self, lease: Lease) -> bool:
+        return self.redis.get(keys.lease(lease.session_id)) == lease.token
+
+    def cancel_requested(self, lease: Lease) -> bool:
+        flag = self.redis.hget(keys.run(lease.session_id, lease.run_id), "cancel_requested")
+        return flag == "1"
+
+    def save_pending_result(self, lease: Lease, answer: str) -> bool:
+        """Keep the answer before the memory commit, so a worker that finds the
+        turn already committed can finish the run without calling the model."""
+        return bool(
+            self._set_if_leased(
+                keys=[keys.lease(lease.session_id), keys.run(lease.session_id, lease.run_id)],
+                args=[lease.token, "pending_result", answer],
+            )
+        )
+
+    def pending_result(self, lease: Lease) -> str | None:
+        return self.redis.hget(keys.run(lease.session_id, lease.run_id), "pending_result")
+
+    def finish(
+        self, lease: Lease, state: RunState, *, result: str = "", error: str = ""
+    ) -> str | None:
+        """Record the outcome and hand the session to its next run, atomically.
+
+        Returns the next run id to dispatch, or None when the session went idle.
+        Raises ``LeaseLost`` if another worker holds the session now.
+        """
+        sid, run_id = lease.session_id, lease.run_id
+        outcome = self._finish(
+            keys=[keys.session(sid), keys.mailbox(sid), keys.lease(sid), keys.run(sid, run_id)],
+            args=[
+                lease.token,
+                run_id,
+                state.value,
+                repr(time.time()),
+                self.settings.run_ttl_s,
+                keys.run_prefix(sid),
+                result,
+                error,
+                keys.done_channel(run_id),
+            ],
+        )
+        if outcome[0] == "lost":
+            raise LeaseLost(sid, run_id)
+        self.redis.expire(keys.run_index(run_id), self.settings.run_ttl_s)
+        return outcome[1] if outcome[0] == "next" else None
+
+    # -- sweeper ------------------------------------------------------------
+
+    def stalled_runs(self, now: float | None = None) -> list[tuple[str, str]]:
+        """Active runs with no lease and no progress for ``stall_after_s``.
+
+        Marks each as progressed (so it is re-dispatched once per stall period)
+        and forgets sessions seen idle for longer than that period.
+        """
+        now = time.time() if now is None else now
+        stall = self.settings.stall_after_s
+        stalled: list[tuple[str, str]] = []
+        for session_id, score in self.redis.zrange(keys.ACTIVE_SESSIONS, 0, -1, withscores=True):
+            outcome = self._sweep_session(
+                keys=[keys.session(session_id), keys.lease(session_id)],
+                args=[repr(now), stall],
+            )
+            if outcome[0] == "redispatch":
+                stalled.append((session_id, outcome[1]))
+            elif outcome[0] == "idle" and now - score > stall:
+                self._forget_idle(keys=[keys.ACTIVE_SESSIONS], args=[session_id, repr(score)])
+        return stalled
+
+
+class LeaseLost(RuntimeError):
+    """The worker's lease on the session expired and another worker may hold it."""
+
+    def __init__(self, session_id: str, run_id: str) -> None:
+        super().__init__(f"lease on session {session_id!r} lost while running run {run_id!r}")
+        self.session_id = session_id
+        self.run_id = run_id

@@ -1,0 +1,40 @@
+"""The Celery app: ``celery -A workers worker`` / ``beat`` / ``flower``."""
+
+from __future__ import annotations
+
+import ssl
+
+from celery import Celery
+
+from fence.settings import Settings, get_settings
+
+RUN_TURN = "fence.run_turn"
+SWEEP = "fence.sweep"
+
+
+def create_app(settings: Settings | None = None) -> Celery:
+    """Build the app with the settings the runtime's guarantees rely on."""
+    settings = settings or get_settings()
+    app = Celery("fence", broker=settings.redis_url, include=["workers.tasks"])
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
+        task_ignore_result=True,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_track_started=True,
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={"visibility_timeout": int(settings.turn_timeout_s * 2) + 60},
+        task_soft_time_limit=settings.turn_timeout_s,
+        task_time_limit=settings.turn_timeout_s + 30,
+        beat_schedule={
+            "fence-sweeper": {"task": SWEEP, "schedule": settings.sweep_interval_s},
+        },
+    )
+    if settings.redis_url.startswith("rediss://") and "ssl_cert_reqs" not in settings.redis_url:
+        app.conf.broker_use_ssl = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
+    return app

@@ -1,0 +1,66 @@
+"""Celery tasks: ``fence.run_turn`` (one per turn) and ``fence.sweep`` (beat)."""
+
+from __future__ import annotations
+
+import logging
+from functools import lru_cache
+
+from celery.signals import worker_init
+
+from fence.memory.url import memory_factory
+from fence.runs import RunStore, load_registry
+from fence.settings import get_settings
+from workers import app
+from workers.app import RUN_TURN, SWEEP
+from workers.dispatch import dispatcher
+from workers.turn import TurnExecutor
+
+log = logging.getLogger(__name__)
+dispatch = dispatcher(app)
+
+
+@lru_cache(maxsize=1)
+def store() -> RunStore:
+    return RunStore.from_url()
+
+
+@lru_cache(maxsize=1)
+def executor() -> TurnExecutor:
+    """Built once per worker process, on its first turn."""
+    settings = get_settings()
+    if settings.memory.startswith("fleeting:"):
+        raise ValueError(
+            "FENCE_MEMORY: fleeting:// keeps history inside one process, so workers cannot "
+            "share it; use sqlite:///fence.db, dynamodb://<table> or agentcore://<memory-id>"
+        )
+    return TurnExecutor(
+        store=store(),
+        agents=load_registry(settings.agents),
+        open_memory=memory_factory(settings.memory),
+        dispatch=dispatch,
+        settings=settings,
+    )
+
+
+@app.task(name=RUN_TURN, bind=True, acks_late=True, reject_on_worker_lost=True)
+def run_turn(self, run_id: str, session_id: str) -> str:
+    """Run one turn of ``session_id`` (no-op unless it is that session's active run)."""
+    return executor().execute(session_id, run_id, worker=self.request.hostname or "unknown")
+
+
+@app.task(name=SWEEP, ignore_result=True)
+def sweep() -> int:
+    """Re-dispatch active runs whose worker vanished (no lease, no progress)."""
+    stalled = store().stalled_runs()
+    for session_id, run_id in stalled:
+        log.warning(
+            "re-dispatching stalled run", extra={"session_id": session_id, "run_id": run_id}
+        )
+        dispatch(session_id, run_id)
+    return len(stalled)
+
+
+@worker_init.connect
+def check_configuration(**_: object) -> None:
+    """Fail at start-up, not on the first turn, when settings are wrong."""
+    executor()

@@ -1,0 +1,170 @@
+"""Execute one turn: lease the session, run the agent, commit once, hand off.
+
+Read top to bottom, ``TurnExecutor.execute`` is the whole life of a turn on a
+worker. The Lua scripts it calls, and what happens when a worker dies at each
+line, are described in ``fence.runs.scripts``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from fence.agents import Agent
+from fence.errors import StaleWriteError
+from fence.memory.base import BaseMemory
+from fence.runs import Lease, LeaseLost, Registry, RunRecord, RunState, RunStore
+from fence.settings import Settings
+from workers.dispatch import Dispatch
+
+log = logging.getLogger(__name__)
+
+
+class TurnCancelled(Exception):
+    """The run was cancelled (or interrupted) while it ran."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    state: RunState
+    result: str = ""
+    error: str = ""
+
+
+class LeaseKeeper:
+    """Renews the lease in the background; ``lost`` is set once a renewal fails."""
+
+    def __init__(self, store: RunStore, lease: Lease, interval_s: float) -> None:
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+        self._store, self._lease, self._interval = store, lease, interval_s
+        self._thread = threading.Thread(target=self._renew, name="fence-lease", daemon=True)
+
+    def _renew(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                held = self._store.renew(self._lease)
+            except Exception:  # Redis unreachable: the lease may be expiring
+                log.exception("lease renewal failed", extra=self._context())
+                continue
+            if not held:
+                log.warning("lease lost", extra=self._context())
+                self.lost.set()
+                return
+
+    def _context(self) -> dict[str, str]:
+        return {"session_id": self._lease.session_id, "run_id": self._lease.run_id}
+
+    def __enter__(self) -> LeaseKeeper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+class TurnExecutor:
+    """Runs turns for one worker process."""
+
+    def __init__(
+        self,
+        store: RunStore,
+        agents: Registry,
+        open_memory: Callable[[str], BaseMemory],
+        dispatch: Dispatch,
+        settings: Settings,
+    ) -> None:
+        self.store = store
+        self.agents = agents
+        self.open_memory = open_memory
+        self.dispatch = dispatch
+        self.settings = settings
+
+    def execute(self, session_id: str, run_id: str, worker: str) -> str:
+        """Run ``run_id`` if it is its session's turn; return what happened."""
+        context = {"session_id": session_id, "run_id": run_id}
+        lease = self.store.acquire(session_id, run_id, worker)
+        if not isinstance(lease, Lease):
+            log.info("turn skipped: %s", lease, extra=context)
+            return f"skipped ({lease})"
+        with LeaseKeeper(self.store, lease, self.settings.lease_renew_ms / 1000) as keeper:
+            try:
+                outcome = self._run(lease, keeper)
+            except LeaseLost:
+                log.warning("turn abandoned: lease lost", extra=context)
+                return "abandoned (lease lost)"
+        try:
+            next_run = self.store.finish(
+                lease, outcome.state, result=outcome.result, error=outcome.error
+            )
+        except LeaseLost:
+            log.warning("turn finished after its lease was lost", extra=context)
+            return "abandoned (lease lost)"
+        log.info("turn %s", outcome.state.value, extra=context)
+        if next_run:
+            self.dispatch(session_id, next_run)
+        return outcome.state.value
+
+    def _run(self, lease: Lease, keeper: LeaseKeeper) -> Outcome:
+        record = self.store.get(lease.run_id, lease.session_id)
+        if record.cancel_requested:
+            return Outcome(RunState.CANCELLED, error="cancelled before it started")
+        memory = self.open_memory(lease.session_id)
+        if memory.has_turn(lease.run_id):
+            return Outcome(RunState.SUCCEEDED, result=self.store.pending_result(lease) or "")
+        factory = self.agents.get(record.agent)
+        if factory is None:
+            return Outcome(RunState.FAILED, error=f"unknown agent {record.agent!r}")
+
+        def checkpoint() -> None:
+            if keeper.lost.is_set():
+                raise LeaseLost(lease.session_id, lease.run_id)
+            if self.store.cancel_requested(lease):
+                raise TurnCancelled
+
+        attempts = self.settings.turn_retries + 1
+        attempt = 1
+        while True:
+            try:
+                return self._attempt(record, lease, memory, factory(memory), checkpoint)
+            except TurnCancelled:
+                return Outcome(RunState.CANCELLED, error="cancelled while running")
+            except LeaseLost:
+                raise
+            except Exception as error:  # model, tool or agent failure: retry, then fail
+                message = f"{type(error).__name__}: {error}"
+                log.warning(
+                    "turn attempt %d/%d failed: %s",
+                    attempt,
+                    attempts,
+                    message,
+                    extra={"session_id": lease.session_id, "run_id": lease.run_id},
+                )
+                if attempt == attempts:
+                    return Outcome(RunState.FAILED, error=message)
+                delay = self.settings.turn_retry_backoff_s * 2 ** (attempt - 1)
+                if keeper.lost.wait(delay):
+                    raise LeaseLost(lease.session_id, lease.run_id) from error
+                attempt += 1
+
+    def _attempt(
+        self,
+        record: RunRecord,
+        lease: Lease,
+        memory: BaseMemory,
+        agent: Agent,
+        checkpoint: Callable[[], None],
+    ) -> Outcome:
+        prepared = agent.prepare_turn(record.message, checkpoint=checkpoint)
+        checkpoint()
+        if not self.store.save_pending_result(lease, prepared.answer):
+            raise LeaseLost(lease.session_id, lease.run_id)
+        try:
+            memory.commit_turn(lease.run_id, prepared.messages, expected_last_seq=prepared.last_seq)
+        except StaleWriteError:
+            if not memory.has_turn(lease.run_id):
+                raise
+        return Outcome(RunState.SUCCEEDED, result=prepared.answer)
