@@ -129,7 +129,7 @@ class TurnExecutor:
         attempt = 1
         while True:
             try:
-                return self._attempt(record, lease, memory, factory(memory), checkpoint)
+                return self._attempt(record, lease, factory(memory), checkpoint)
             except TurnCancelled:
                 return Outcome(RunState.CANCELLED, error="cancelled while running")
             except LeaseLost:
@@ -154,14 +154,15 @@ class TurnExecutor:
         self,
         record: RunRecord,
         lease: Lease,
-        memory: BaseMemory,
         agent: Agent,
         checkpoint: Callable[[], None],
     ) -> Outcome:
+        """One try: the agent loop, then the answer saved, then one fenced commit."""
         prepared = agent.prepare_turn(record.message, checkpoint=checkpoint)
         checkpoint()
         if not self.store.save_pending_result(lease, prepared.answer):
             raise LeaseLost(lease.session_id, lease.run_id)
+        memory = agent.memory
         try:
             memory.commit_turn(lease.run_id, prepared.messages, expected_last_seq=prepared.last_seq)
         except StaleWriteError:

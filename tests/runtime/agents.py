@@ -1,0 +1,90 @@
+"""Agents the runtime tests steer through directives in the user message.
+
+``key=K`` names the turn for the test: each model call increments the Redis
+counter ``test:calls:K`` and pushes to ``test:entered:K``. ``block`` makes the
+first call for K wait until the test pushes to ``test:release:K``;
+``hold-after-commit`` makes the memory wait on it right after the commit;
+``fail=N`` fails the first N calls (``fail=always``: every call);
+``sleep=S`` takes S seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from functools import cache
+
+import redis
+
+from fence.agents import Agent
+from fence.errors import ModelError
+from fence.memory.base import BaseMemory
+from fence.memory.sqlite import SQLiteMemory
+from fence.messages import Message, Role
+from fence.models.base import Model, ModelResponse, ToolSpec
+
+RELEASE_TIMEOUT_S = 120
+
+
+@cache
+def control() -> redis.Redis:
+    return redis.Redis.from_url(os.environ["FENCE_REDIS_URL"], decode_responses=True)
+
+
+def directives(text: str) -> dict[str, str]:
+    found = {}
+    for word in text.split():
+        name, _, value = word.partition("=")
+        found[name] = value
+    return found
+
+
+def last_user_text(messages: list[Message]) -> str:
+    return next(m.content for m in reversed(messages) if m.role is Role.USER)
+
+
+class ControlledModel(Model):
+    model_id = "controlled"
+
+    def __init__(self) -> None:
+        super().__init__(max_retries=0)
+
+    def _complete(
+        self, messages: list[Message], system: str | None, tools: list[ToolSpec]
+    ) -> ModelResponse:
+        text = last_user_text(messages)
+        found = directives(text)
+        if "key" in found:
+            key = found["key"]
+            calls = control().incr(f"test:calls:{key}")
+            control().rpush(f"test:entered:{key}", calls)
+            if "block" in found and calls == 1:
+                control().blpop([f"test:release:{key}"], timeout=RELEASE_TIMEOUT_S)
+            fail = found.get("fail")
+            if fail == "always" or (fail and calls <= int(fail)):
+                raise ModelError(f"scripted failure on call {calls}")
+        if "sleep" in found:
+            time.sleep(float(found["sleep"]))
+        return ModelResponse(content=f"answer to: {text}")
+
+
+class HoldingMemory(SQLiteMemory):
+    """SQLite memory that can pause right after a commit, for crash tests."""
+
+    def commit_turn(self, turn_id, messages, *, expected_last_seq=None) -> bool:
+        written = super().commit_turn(turn_id, messages, expected_last_seq=expected_last_seq)
+        found = directives(next(m.content for m in messages if m.role is Role.USER))
+        if "hold-after-commit" in found:
+            key = found["key"]
+            control().rpush(f"test:committed:{key}", turn_id)
+            control().blpop([f"test:release:{key}"], timeout=RELEASE_TIMEOUT_S)
+        return written
+
+
+def controlled(memory: BaseMemory) -> Agent:
+    assert isinstance(memory, SQLiteMemory)
+    holding = HoldingMemory(memory.db_path, memory.session_id)
+    return Agent(identifier="controlled", model=ControlledModel(), memory=holding)
+
+
+registry = {"controlled": controlled}

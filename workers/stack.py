@@ -1,0 +1,232 @@
+"""Start and stop the runtime's processes on one machine: redis-server, Celery
+workers, beat and Flower. Used by the local stack command, the tests and the
+benchmarks, so all of them run the real programs the same way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ManagedProcess:
+    """A child process in its own process group whose output is watched line by line.
+
+    ``wait_for`` blocks until a line matches (an event, not a sleep), and
+    ``kill`` takes down the whole group, the way a crashed machine would.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | os.PathLike[str] | None = None,
+        log_path: str | os.PathLike[str] | None = None,
+        echo: bool = False,
+    ) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self._lines: list[str] = []
+        self._changed = threading.Condition()
+        self._log = open(log_path, "a", encoding="utf-8") if log_path else None  # noqa: SIM115
+        self._echo = echo
+        self.process = subprocess.Popen(
+            self.argv,
+            env={**os.environ, **(env or {})},
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            bufsize=1,
+            start_new_session=True,
+        )
+        self._reader = threading.Thread(target=self._read, name=f"{name}-output", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            if self._log:
+                self._log.write(line)
+                self._log.flush()
+            if self._echo:
+                sys.stdout.write(f"[{self.name}] {line}")
+            with self._changed:
+                self._lines.append(line)
+                self._changed.notify_all()
+        with self._changed:
+            self._changed.notify_all()
+
+    @property
+    def output(self) -> str:
+        with self._changed:
+            return "".join(self._lines)
+
+    def wait_for(self, pattern: str, timeout: float = 30.0, start: int = 0) -> str:
+        """Block until an output line from index ``start`` on matches ``pattern``."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            index = start
+            while True:
+                for line in self._lines[index:]:
+                    if regex.search(line):
+                        return line
+                index = len(self._lines)
+                if self.process.poll() is not None and not self._reader.is_alive():
+                    raise RuntimeError(
+                        f"{self.name} exited ({self.process.returncode}) before printing "
+                        f"{pattern!r}; output:\n{''.join(self._lines[-40:])}"
+                    )
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(
+                        f"{self.name} did not print {pattern!r} within {timeout}s; output:\n"
+                        + "".join(self._lines[-40:])
+                    )
+                self._changed.wait(remaining)
+
+    def line_count(self) -> int:
+        with self._changed:
+            return len(self._lines)
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group: no shutdown handlers run."""
+        self._signal_group(signal.SIGKILL)
+        self.process.wait()
+
+    def stop(self, timeout: float = 20.0) -> int:
+        """SIGTERM (warm shutdown for Celery), then SIGKILL if it does not exit."""
+        if self.process.poll() is None:
+            self._signal_group(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._signal_group(signal.SIGKILL)
+                self.process.wait()
+        else:
+            self._signal_group(signal.SIGKILL)  # reap children a dead leader left behind
+        self._reader.join(timeout=5)
+        if self._log:
+            self._log.close()
+        return self.process.returncode
+
+    def _signal_group(self, sig: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, sig)
+
+
+def redis_server_binary() -> str:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError(
+            "redis-server not found: install it (Debian/Ubuntu: apt-get install -y "
+            "redis-server; macOS: brew install redis)"
+        )
+    return binary
+
+
+def start_redis(
+    directory: str | os.PathLike[str], port: int | None = None, *, append_only: bool = False
+) -> tuple[ManagedProcess, str]:
+    """Start a private redis-server on loopback; return it and its URL."""
+    port = port or free_port()
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    argv = [
+        redis_server_binary(),
+        "--port", str(port),
+        "--bind", "127.0.0.1",
+        "--dir", str(directory),
+        "--save", "",
+        "--appendonly", "yes" if append_only else "no",
+    ]  # fmt: skip
+    process = ManagedProcess("redis", argv, log_path=Path(directory) / "redis.log")
+    process.wait_for(r"Ready to accept connections", timeout=20)
+    return process, f"redis://127.0.0.1:{port}/0"
+
+
+def celery(
+    name: str,
+    args: Sequence[str],
+    env: Mapping[str, str],
+    *,
+    cwd: str | os.PathLike[str] | None = None,
+    log_path: str | os.PathLike[str] | None = None,
+    echo: bool = False,
+) -> ManagedProcess:
+    """Run ``celery -A workers <args>`` with this interpreter."""
+    argv = [sys.executable, "-m", "celery", "-A", "workers", *args]
+    return ManagedProcess(name, argv, env=env, cwd=cwd, log_path=log_path, echo=echo)
+
+
+def start_worker(
+    name: str,
+    env: Mapping[str, str],
+    *,
+    concurrency: int = 1,
+    cwd: str | os.PathLike[str] | None = None,
+    log_path: str | os.PathLike[str] | None = None,
+    echo: bool = False,
+    loglevel: str = "INFO",
+) -> ManagedProcess:
+    """Start a worker and wait until it is ready to take tasks."""
+    worker = celery(
+        name,
+        [
+            "worker",
+            "--hostname",
+            f"{name}@%h",
+            "--concurrency",
+            str(concurrency),
+            "--loglevel",
+            loglevel,
+            "--without-mingle",
+            "--without-gossip",
+        ],  # fmt: skip
+        env,
+        cwd=cwd,
+        log_path=log_path,
+        echo=echo,
+    )
+    worker.wait_for(r"\bready\.", timeout=60)
+    return worker
+
+
+def start_beat(
+    env: Mapping[str, str],
+    schedule_path: str | os.PathLike[str],
+    *,
+    cwd: str | os.PathLike[str] | None = None,
+    log_path: str | os.PathLike[str] | None = None,
+    echo: bool = False,
+) -> ManagedProcess:
+    beat = celery(
+        "beat",
+        ["beat", "--schedule", str(schedule_path), "--loglevel", "INFO"],
+        env,
+        cwd=cwd,
+        log_path=log_path,
+        echo=echo,
+    )
+    beat.wait_for(r"beat: Starting", timeout=60)
+    return beat
