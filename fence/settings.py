@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Annotated, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -37,6 +38,31 @@ class Settings(BaseSettings):
     )
     turn_retry_backoff_s: float = Field(default=1.0, ge=0, description="First retry delay.")
     default_agent: str = "support"
+
+    log_format: Literal["text", "json"] = "text"
+    metrics_port: int | None = Field(
+        default=None, description="Worker main process serves Prometheus /metrics here."
+    )
+
+    api_tokens: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        repr=False,
+        description="Bearer tokens the HTTP gateway accepts (FENCE_API_TOKENS=tok1,tok2). "
+        "Empty: auth off, which the gateway allows only on a loopback address.",
+    )
+    api_max_body_bytes: int = Field(
+        default=1024 * 1024,
+        gt=0,
+        description="Largest HTTP request body the gateway reads; larger ones get 413.",
+    )
+
+    @field_validator("api_tokens", mode="before")
+    @classmethod
+    def _split_tokens(cls, value: object) -> object:
+        """Comma-separated in the environment, so tokens are never JSON-quoted in env files."""
+        if isinstance(value, str):
+            return [token.strip() for token in value.split(",") if token.strip()]
+        return value
 
 
 @lru_cache(maxsize=1)

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import logging
+import os
 from functools import lru_cache
 
-from celery.signals import worker_init
+from celery.signals import (
+    after_setup_logger,
+    after_setup_task_logger,
+    worker_init,
+    worker_process_shutdown,
+)
 
 from fence.memory.url import memory_factory
 from fence.runs import RunStore, load_registry
@@ -13,6 +19,9 @@ from fence.settings import get_settings
 from workers import app
 from workers.app import RUN_TURN, SWEEP
 from workers.dispatch import dispatcher
+from workers.logs import configure as configure_logs
+from workers.metrics import install_model_observer, metrics, process_exited
+from workers.metrics import serve as serve_metrics
 from workers.turn import TurnExecutor
 
 log = logging.getLogger(__name__)
@@ -57,10 +66,26 @@ def sweep() -> int:
             "re-dispatching stalled run", extra={"session_id": session_id, "run_id": run_id}
         )
         dispatch(session_id, run_id)
+    metrics().sweeper_recoveries.inc(len(stalled))
     return len(stalled)
 
 
 @worker_init.connect
-def check_configuration(**_: object) -> None:
-    """Fail at start-up, not on the first turn, when settings are wrong."""
+def start_worker(**_: object) -> None:
+    """In the main process, before the pool forks: metrics, then fail fast on bad settings."""
+    settings = get_settings()
+    if settings.metrics_port is not None:
+        serve_metrics(settings.metrics_port)
+    install_model_observer()
     executor()
+
+
+@worker_process_shutdown.connect
+def forget_process(pid: int | None = None, **_: object) -> None:
+    process_exited(pid or os.getpid())
+
+
+@after_setup_logger.connect
+@after_setup_task_logger.connect
+def structured_logs(logger: logging.Logger, **_: object) -> None:
+    configure_logs(logger, get_settings().log_format)

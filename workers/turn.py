@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -18,6 +19,7 @@ from fence.memory.base import BaseMemory
 from fence.runs import Lease, LeaseLost, Registry, RunRecord, RunState, RunStore
 from fence.settings import Settings
 from workers.dispatch import Dispatch
+from workers.metrics import metrics
 
 log = logging.getLogger(__name__)
 
@@ -90,26 +92,36 @@ class TurnExecutor:
         if not isinstance(lease, Lease):
             log.info("turn skipped: %s", lease, extra=context)
             return f"skipped ({lease})"
+        started = time.monotonic()
         with LeaseKeeper(self.store, lease, self.settings.lease_renew_ms / 1000) as keeper:
             try:
                 outcome = self._run(lease, keeper)
             except LeaseLost:
-                log.warning("turn abandoned: lease lost", extra=context)
-                return "abandoned (lease lost)"
+                return self._abandon(context)
         try:
             next_run = self.store.finish(
                 lease, outcome.state, result=outcome.result, error=outcome.error
             )
         except LeaseLost:
-            log.warning("turn finished after its lease was lost", extra=context)
-            return "abandoned (lease lost)"
+            return self._abandon(context)
         log.info("turn %s", outcome.state.value, extra=context)
+        metrics().turns.labels(outcome.state.value).inc()
+        metrics().turn_seconds.observe(time.monotonic() - started)
         if next_run:
             self.dispatch(session_id, next_run)
         return outcome.state.value
 
+    def _abandon(self, context: dict[str, str]) -> str:
+        log.warning("turn abandoned: lease lost", extra=context)
+        metrics().leases_lost.inc()
+        return "abandoned (lease lost)"
+
     def _run(self, lease: Lease, keeper: LeaseKeeper) -> Outcome:
         record = self.store.get(lease.run_id, lease.session_id)
+        if record.attempts > 1:
+            metrics().lease_takeovers.inc()
+        elif record.started_at is not None:
+            metrics().queue_wait_seconds.observe(max(0.0, record.started_at - record.accepted_at))
         if record.cancel_requested:
             return Outcome(RunState.CANCELLED, error="cancelled before it started")
         memory = self.open_memory(lease.session_id)

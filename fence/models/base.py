@@ -12,7 +12,7 @@ import logging
 import random
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -43,6 +43,19 @@ class ModelResponse(BaseModel):
     tool_calls: tuple[ToolCall, ...] = ()
     usage: Usage = Field(default_factory=Usage)
     stop_reason: str | None = None
+
+
+ModelCallObserver = Callable[["Model", ModelResponse, float], None]
+_observers: list[ModelCallObserver] = []
+
+
+def observe_model_calls(observer: ModelCallObserver) -> None:
+    """Call ``observer(model, response, latency_s)`` after every successful model call.
+
+    How the runtime counts model latency and tokens without the library
+    knowing about metrics.
+    """
+    _observers.append(observer)
 
 
 class Model(ABC):
@@ -76,27 +89,41 @@ class Model(ABC):
             started = time.perf_counter()
             try:
                 response = self._complete(list(messages), system, list(tools))
+                if not response.content.strip() and not response.tool_calls:
+                    raise ModelError(
+                        f"model {self.model_id!r} returned neither text nor tool calls",
+                        retryable=True,
+                    )
             except ModelError as error:
                 if not error.retryable or attempt >= self.max_retries:
                     raise
                 delay = self.backoff_s * (2**attempt) * (0.5 + random.random())
                 log.warning(
-                    "model call failed, retrying",
-                    extra={"model": self.model_id, "attempt": attempt + 1, "delay_s": delay},
+                    "model call failed, retrying: %s",
+                    error,
+                    extra={
+                        "model": self.model_id,
+                        "source": self.source,
+                        "attempt": attempt + 1,
+                        "delay_s": delay,
+                    },
                 )
                 time.sleep(delay)
                 attempt += 1
                 continue
+            latency = time.perf_counter() - started
             log.debug(
                 "model call",
                 extra={
                     "model": self.model_id,
                     "source": self.source,
-                    "latency_s": time.perf_counter() - started,
+                    "latency_s": latency,
                     "input_tokens": response.usage.input_tokens,
                     "output_tokens": response.usage.output_tokens,
                 },
             )
+            for observer in _observers:
+                observer(self, response, latency)
             return response
 
     @abstractmethod
