@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from celery.exceptions import SoftTimeLimitExceeded
+
 from fence.agents import Agent
 from fence.errors import StaleWriteError
 from fence.memory.base import BaseMemory
@@ -124,6 +126,12 @@ class TurnExecutor:
             metrics().queue_wait_seconds.observe(max(0.0, record.started_at - record.accepted_at))
         if record.cancel_requested:
             return Outcome(RunState.CANCELLED, error="cancelled before it started")
+        if record.attempts > self.settings.max_deliveries:
+            return Outcome(
+                RunState.FAILED,
+                error=f"started {record.attempts - 1} times without finishing; a worker died "
+                "each time (FENCE_MAX_DELIVERIES)",
+            )
         memory = self.open_memory(lease.session_id)
         if memory.has_turn(lease.run_id):
             return Outcome(RunState.SUCCEEDED, result=self.store.pending_result(lease) or "")
@@ -146,6 +154,11 @@ class TurnExecutor:
                 return Outcome(RunState.CANCELLED, error="cancelled while running")
             except LeaseLost:
                 raise
+            except SoftTimeLimitExceeded:
+                limit = self.settings.turn_timeout_s
+                return Outcome(
+                    RunState.FAILED, error=f"turn exceeded {limit:g}s (FENCE_TURN_TIMEOUT_S)"
+                )
             except Exception as error:  # model, tool or agent failure: retry, then fail
                 message = f"{type(error).__name__}: {error}"
                 log.warning(

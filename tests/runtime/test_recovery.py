@@ -95,3 +95,22 @@ def test_a_stale_lease_holder_cannot_commit(runtime: Runtime):
     assert runtime.calls(key) == 2
     assert runtime.contents("stale") == [f"key={key} block", f"answer to: key={key} block"]
     assert run.status().state is RunState.SUCCEEDED
+
+
+def test_a_run_whose_worker_keeps_dying_is_failed_instead_of_rerun_forever(runtime: Runtime):
+    runtime.env["FENCE_MAX_DELIVERIES"] = "1"
+    runtime.start_worker()
+    runtime.start_worker()
+    runtime.start_beat()
+    key = new_key()
+    poison = runtime.producer.submit("poison", f"key={key} block")
+    after = runtime.producer.submit("poison", "next turn")
+    runtime.wait_entered(key)
+
+    runtime.worker_of(poison.id).kill()
+
+    assert runtime.producer.store.wait(poison.id, timeout=60).state is RunState.FAILED
+    assert "FENCE_MAX_DELIVERIES" in (poison.status().error or "")
+    assert after.result(timeout=60)
+    assert runtime.calls(key) == 1
+    assert runtime.contents("poison") == ["next turn", "answer to: next turn"]
