@@ -19,6 +19,9 @@ from fence.runs import keys, scripts
 from fence.runs.schema import RunRecord, RunRequest, RunState
 from fence.settings import Settings, get_settings
 
+SWEEP_BATCH = 200
+"""Sessions checked per Redis round trip by the sweeper."""
+
 
 class RunNotFound(LookupError):
     """No run with that id (never accepted, or its record expired)."""
@@ -268,15 +271,21 @@ class RunStore:
         now = time.time() if now is None else now
         stall = self.settings.stall_after_s
         stalled: list[tuple[str, str]] = []
-        for session_id, score in self.redis.zrange(keys.ACTIVE_SESSIONS, 0, -1, withscores=True):
-            outcome = self._sweep_session(
-                keys=[keys.session(session_id), keys.lease(session_id)],
-                args=[repr(now), stall],
-            )
-            if outcome[0] == "redispatch":
-                stalled.append((session_id, outcome[1]))
-            elif outcome[0] == "idle" and now - score > stall:
-                self._forget_idle(keys=[keys.ACTIVE_SESSIONS], args=[session_id, repr(score)])
+        sessions = self.redis.zrange(keys.ACTIVE_SESSIONS, 0, -1, withscores=True)
+        for start in range(0, len(sessions), SWEEP_BATCH):
+            batch = sessions[start : start + SWEEP_BATCH]
+            pipe = self.redis.pipeline(transaction=False)
+            for session_id, _ in batch:
+                self._sweep_session(
+                    keys=[keys.session(session_id), keys.lease(session_id)],
+                    args=[repr(now), stall],
+                    client=pipe,
+                )
+            for (session_id, score), outcome in zip(batch, pipe.execute(), strict=True):
+                if outcome[0] == "redispatch":
+                    stalled.append((session_id, outcome[1]))
+                elif outcome[0] == "idle" and now - score > stall:
+                    self._forget_idle(keys=[keys.ACTIVE_SESSIONS], args=[session_id, repr(score)])
         return stalled
 
 
