@@ -1,0 +1,120 @@
+"""RunStore against a real redis-server, without workers: the Lua scripts' contract."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+from redis.crc import key_slot
+
+from fence.runs import LeaseLost, RunRequest, RunState, RunStore, keys
+from fence.settings import Settings
+
+
+@pytest.fixture
+def store(redis_url) -> RunStore:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    client.flushall()
+    return RunStore(client, Settings(redis_url=redis_url, stall_after_s=5.0))
+
+
+def request(session_id: str = "s1", message: str = "hi", **fields) -> RunRequest:
+    return RunRequest(session_id=session_id, message=message, agent="demo", **fields)
+
+
+def test_first_run_is_dispatched_and_later_ones_wait_in_order(store: RunStore):
+    first = store.submit(request())
+    second = store.submit(request())
+    third = store.submit(request())
+
+    assert (first.dispatch, first.position) == (True, 0)
+    assert (second.dispatch, second.position, third.position) == (False, 1, 2)
+    assert store.session("s1").active_run == first.run_id
+    assert store.session("s1").queued == [second.run_id, third.run_id]
+
+
+def test_finish_hands_the_session_to_the_next_run_then_goes_idle(store: RunStore):
+    first, second = store.submit(request()), store.submit(request())
+    lease = store.acquire("s1", first.run_id, "w1")
+
+    assert store.finish(lease, RunState.SUCCEEDED, result="ok") == second.run_id
+    lease = store.acquire("s1", second.run_id, "w1")
+    assert store.finish(lease, RunState.SUCCEEDED, result="ok") is None
+    assert store.session("s1").state == "idle"
+    assert store.get(first.run_id).result == "ok"
+
+
+def test_only_the_active_run_can_take_the_lease_and_only_once(store: RunStore):
+    first, second = store.submit(request()), store.submit(request())
+
+    assert store.acquire("s1", second.run_id, "w1") == "not_active"
+    lease = store.acquire("s1", first.run_id, "w1")
+    assert store.acquire("s1", first.run_id, "w2") == "leased"
+    assert store.get(first.run_id).state is RunState.RUNNING
+    assert store.holds(lease)
+
+
+def test_a_lease_taken_over_refuses_the_old_holder(store: RunStore):
+    run = store.submit(request())
+    old = store.acquire("s1", run.run_id, "w1")
+    store.redis.delete(keys.lease("s1"))  # expired
+    new = store.acquire("s1", run.run_id, "w2")
+
+    assert int(new.token) > int(old.token)
+    assert not store.renew(old)
+    assert not store.save_pending_result(old, "stale answer")
+    with pytest.raises(LeaseLost):
+        store.finish(old, RunState.SUCCEEDED, result="stale")
+    assert store.finish(new, RunState.SUCCEEDED, result="fresh") is None
+    assert store.get(run.run_id).result == "fresh"
+
+
+def test_the_sweeper_redispatches_only_leaseless_runs_without_recent_progress(
+    store: RunStore,
+):
+    quiet = store.submit(request("quiet")).run_id
+    working = store.submit(request("working")).run_id
+    store.acquire("working", working, "w1")
+    now = store.get(quiet).accepted_at
+
+    assert store.stalled_runs(now=now + 1) == []
+    assert store.stalled_runs(now=now + 10) == [("quiet", quiet)]
+    assert store.stalled_runs(now=now + 11) == []  # marked progressed: once per stall period
+
+
+def test_the_sweeper_forgets_sessions_idle_for_longer_than_the_stall_period(store: RunStore):
+    run = store.submit(request())
+    lease = store.acquire("s1", run.run_id, "w1")
+    store.finish(lease, RunState.SUCCEEDED)
+    accepted = store.get(run.run_id).accepted_at
+
+    store.stalled_runs(now=accepted + 1)
+    assert store.redis.zscore(keys.ACTIVE_SESSIONS, "s1") is not None
+    store.stalled_runs(now=accepted + 10)
+    assert store.redis.zscore(keys.ACTIVE_SESSIONS, "s1") is None
+
+
+def test_keys_of_one_session_share_a_cluster_slot(store: RunStore):
+    session_keys = [
+        keys.session("s1"),
+        keys.mailbox("s1"),
+        keys.lease("s1"),
+        keys.fencing_counter("s1"),
+        keys.run("s1", "r1"),
+        keys.run_prefix("s1") + "r2",
+        keys.idempotency("s1", "k"),
+    ]
+    assert len({key_slot(k.encode()) for k in session_keys}) == 1
+
+
+def test_every_key_written_is_named_in_the_keys_module(store: RunStore):
+    run = store.submit(request(idempotency_key="once"))
+    store.submit(request())
+    store.finish(store.acquire("s1", run.run_id, "w1"), RunState.SUCCEEDED)
+
+    index_prefix = keys.run_index("").removesuffix("{}")
+    for key in store.redis.keys("*"):
+        assert (
+            key.startswith("fence:{s1}:")
+            or key.startswith(index_prefix)
+            or key == keys.ACTIVE_SESSIONS
+        ), key
