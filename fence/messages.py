@@ -35,6 +35,15 @@ def validate_session_id(session_id: object, field: str = "session_id") -> str:
     return session_id
 
 
+def _require_json(value: dict[str, Any], field: str) -> dict[str, Any]:
+    """Refuse values every backend could not store the same way (they store JSON)."""
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{field}: must be JSON-serialisable ({error})") from None
+    return value
+
+
 def validate_turn_id(turn_id: object) -> str:
     """Return ``turn_id`` or raise ``ValueError`` naming the rule it breaks."""
     if not isinstance(turn_id, str) or not TURN_ID_PATTERN.fullmatch(turn_id):
@@ -53,6 +62,11 @@ class ToolCall(BaseModel):
     id: str = Field(min_length=1)
     name: str = Field(min_length=1)
     arguments: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("arguments")
+    @classmethod
+    def _arguments_are_json(cls, arguments: dict[str, Any]) -> dict[str, Any]:
+        return _require_json(arguments, "arguments")
 
 
 class Message(BaseModel):
@@ -87,6 +101,11 @@ class Message(BaseModel):
                 f"content is {size} bytes; the limit is {limit} (FENCE_MAX_MESSAGE_BYTES)"
             )
         return content
+
+    @field_validator("meta")
+    @classmethod
+    def _meta_is_json(cls, meta: dict[str, Any]) -> dict[str, Any]:
+        return _require_json(meta, "meta")
 
     @model_validator(mode="after")
     def _check_shape(self) -> Message:

@@ -7,7 +7,7 @@ import json
 from collections.abc import Callable
 from typing import Any, get_type_hints
 
-from pydantic import ConfigDict, ValidationError, create_model
+from pydantic import ConfigDict, Field, ValidationError, create_model
 
 from fence.models.base import ToolSpec
 
@@ -23,14 +23,25 @@ class Tool:
             raise ValueError(f"tool {self.name!r}: needs a docstring; the model reads it")
         self.description = doc
         hints = get_type_hints(fn)
+        # Fields get neutral names and take the parameter's name as alias, so
+        # parameters such as ``json`` or ``model_config`` cannot clash with
+        # pydantic's own attributes.
         fields: dict[str, Any] = {}
-        for param in inspect.signature(fn).parameters.values():
+        self._parameters: dict[str, str] = {}
+        for index, param in enumerate(inspect.signature(fn).parameters.values()):
             if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
                 raise ValueError(f"tool {self.name!r}: *args/**kwargs cannot be described")
+            if param.kind is param.POSITIONAL_ONLY:
+                raise ValueError(
+                    f"tool {self.name!r}: parameter {param.name!r} is positional-only; "
+                    "tools are called with keyword arguments"
+                )
             if param.name not in hints:
                 raise ValueError(f"tool {self.name!r}: parameter {param.name!r} needs a type hint")
             default = ... if param.default is param.empty else param.default
-            fields[param.name] = (hints[param.name], default)
+            field = f"arg_{index}"
+            fields[field] = (hints[param.name], Field(default, alias=param.name))
+            self._parameters[field] = param.name
         self._arguments = create_model(
             f"{self.name}_arguments",
             __config__=ConfigDict(extra="forbid", hide_input_in_errors=True),
@@ -50,7 +61,7 @@ class Tool:
         except ValidationError as error:
             return f"error: invalid arguments for {self.name}: {error}"
         try:
-            result = self.fn(**dict(parsed))
+            result = self.fn(**{self._parameters[k]: v for k, v in parsed})
         except Exception as error:  # the model sees the failure and may recover
             return f"error: {self.name} raised {type(error).__name__}: {error}"
         return result if isinstance(result, str) else json.dumps(result, default=str)

@@ -55,7 +55,12 @@ class Agent:
     model call (the system prompt and the current turn are always sent); it
     limits what is sent, not what is stored. ``prefill`` is an assistant
     message that opens a conversation: it is committed with the first turn of
-    a session whose history is empty.
+    a session whose history is empty (so again after ``memory.clear()``, which
+    starts a new conversation), never after every run.
+
+    A turn writes nothing unless it finishes: a model error, an empty answer,
+    ``MaxIterationsError`` or a raising ``checkpoint`` leave memory untouched.
+    Tool failures do not end the turn; their error text goes back to the model.
     """
 
     def __init__(
@@ -70,27 +75,47 @@ class Agent:
         prefill: str | None = None,
         max_iterations: int = 10,
     ) -> None:
-        if not isinstance(identifier, str) or not identifier.strip():
-            raise ValueError("identifier: must be a non-empty string")
+        _require_text("identifier", identifier)
         if not isinstance(model, Model):
             raise ValueError(f"model: must be a fence Model (got {type(model).__name__})")
-        if max_memory_size is not None and (
-            isinstance(max_memory_size, bool) or max_memory_size <= 0
-        ):
-            raise ValueError("max_memory_size: must be a positive token count or None")
-        if max_iterations < 1:
-            raise ValueError(f"max_iterations: must be >= 1 (got {max_iterations})")
+        if role is not None:
+            _require_text("role", role)
+        if description is not None and not isinstance(description, str):
+            raise ValueError(f"description: must be a string or None (got {description!r:.40})")
+        if max_memory_size is not None and not _is_positive_int(max_memory_size):
+            raise ValueError(
+                f"max_memory_size: must be a positive token count or None (got {max_memory_size!r})"
+            )
+        if not _is_positive_int(max_iterations):
+            raise ValueError(f"max_iterations: must be an integer >= 1 (got {max_iterations!r})")
+        if prefill is not None:
+            _require_text("prefill", prefill)
         self.identifier = identifier
         self.model = model
         self.memory = memory if memory is not None else FleetingMemory()
         self.role = role
         self.description = description
-        self.tools = {tool.name: tool for tool in map(as_tool, tools)}
-        if len(self.tools) != len(tools):
-            raise ValueError("tools: two tools share a name")
+        self.tools = _tools_by_name(tools)
         self.max_memory_size = max_memory_size
-        self.prefill = Message(role=Role.ASSISTANT, content=prefill) if prefill else None
+        self.prefill = (
+            Message(
+                role=Role.ASSISTANT, content=prefill, meta={"agent": identifier, "prefill": True}
+            )
+            if prefill is not None
+            else None
+        )
         self.max_iterations = max_iterations
+
+    @property
+    def memory(self) -> BaseMemory:
+        """The session this agent reads and writes; assign another to switch sessions."""
+        return self._memory
+
+    @memory.setter
+    def memory(self, memory: BaseMemory) -> None:
+        if not isinstance(memory, BaseMemory):
+            raise ValueError(f"memory: must be a fence memory (got {type(memory).__name__})")
+        self._memory = memory
 
     def run(self, prompt: str) -> str:
         """Run one turn and return the model's final answer."""
@@ -139,6 +164,8 @@ class Agent:
         redelivered turn whose commit already happened need not call the
         model again.
         """
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise ValueError(f"prompt: must be a non-empty string (got {prompt!r:.40})")
         user_message = Message(role=Role.USER, content=prompt)
         check = checkpoint or (lambda: None)
         window = self.memory.get_window(self.max_memory_size)
@@ -186,6 +213,7 @@ class Agent:
 
         The seed's "monitor memory size" pattern as a method: the summary is
         left as a system note, so the session's original system prompt stays.
+        If the model fails (an empty reply is a failure), the history is kept.
         """
         history = self.memory.get_messages()
         if not history:
@@ -194,7 +222,7 @@ class Agent:
         response = self.model.invoke(
             history + [request], system=self.role or self.memory.get_system_message()
         )
-        summary = response.content.strip() or "(no summary)"
+        summary = response.content.strip()  # never empty: Model.invoke refuses that
         self.memory.clear()
         self.memory.add_message(Role.SYSTEM, f"Previous conversation summarized: {summary}")
         return summary
@@ -203,3 +231,31 @@ class Agent:
         return (
             f"Agent(identifier={self.identifier!r}, model={self.model!r}, memory={self.memory!r})"
         )
+
+
+def _require_text(field: str, value: object) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{field}: must be a non-empty string (got {value!r:.40})")
+
+
+def _is_positive_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _tools_by_name(tools: Sequence[Callable[..., Any] | Tool]) -> dict[str, Tool]:
+    if not isinstance(tools, Sequence) or isinstance(tools, str):
+        raise ValueError(
+            f"tools: must be a list of functions or Tools (got {type(tools).__name__})"
+        )
+    by_name: dict[str, Tool] = {}
+    for index, item in enumerate(tools):
+        if not isinstance(item, Tool) and not callable(item):
+            raise ValueError(f"tools[{index}]: must be a function or Tool (got {item!r:.40})")
+        try:
+            tool = as_tool(item)
+        except ValueError as error:
+            raise ValueError(f"tools[{index}]: {error}") from None
+        if tool.name in by_name:
+            raise ValueError(f"tools[{index}]: another tool is already named {tool.name!r}")
+        by_name[tool.name] = tool
+    return by_name

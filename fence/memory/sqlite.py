@@ -70,10 +70,17 @@ class SQLiteMemory(BaseMemory):
 
     def __init__(self, db_path: str | os.PathLike[str], session_id: str) -> None:
         super().__init__(session_id)
-        path = Path(db_path)
-        if str(db_path) != ":memory:" and not path.parent.exists():
+        if str(db_path) == ":memory:":
+            self.db_path = ":memory:"
+            return
+        # Resolved now: connections are cached per path, and a relative path must
+        # keep naming the same file if the process later changes directory.
+        path = Path(db_path).resolve()
+        if not path.parent.is_dir():
             raise ValueError(f"db_path: directory {str(path.parent)!r} does not exist")
-        self.db_path = str(db_path)
+        if path.is_dir():
+            raise ValueError(f"db_path: {str(path)!r} is a directory, not a database file")
+        self.db_path = str(path)
 
     @contextmanager
     def _transaction(self, mode: str = "DEFERRED") -> Iterator[sqlite3.Connection]:

@@ -46,6 +46,8 @@ class ScriptedModel(Model):
 
     An item that is an exception is raised instead of answered, to script
     failures. Used to drive tool loops and error paths deterministically.
+    Call ``n`` was sent ``calls[n]`` (the conversation), ``systems[n]`` (the
+    system prompt) and ``tools[n]`` (the tool specs).
     """
 
     model_id = "scripted"
@@ -61,12 +63,16 @@ class ScriptedModel(Model):
         self._responses = list(responses)
         self._lock = threading.Lock()
         self.calls: list[list[Message]] = []
+        self.systems: list[str | None] = []
+        self.tools: list[list[ToolSpec]] = []
 
     def _complete(
         self, messages: list[Message], system: str | None, tools: list[ToolSpec]
     ) -> ModelResponse:
         with self._lock:
             self.calls.append(list(messages))
+            self.systems.append(system)
+            self.tools.append(list(tools))
             if not self._responses:
                 raise ModelError("ScriptedModel ran out of responses")
             item = self._responses.pop(0)

@@ -1,0 +1,36 @@
+"""SQLiteMemory's ``db_path``: relative paths name one file, bad paths are refused."""
+
+from __future__ import annotations
+
+import pytest
+
+from fence.memory import SQLiteMemory
+
+
+def test_a_relative_path_keeps_naming_the_same_file_after_a_change_of_directory(
+    tmp_path, monkeypatch
+):
+    first_dir, second_dir = tmp_path / "first", tmp_path / "second"
+    first_dir.mkdir()
+    second_dir.mkdir()
+    monkeypatch.chdir(first_dir)
+    first = SQLiteMemory(db_path="agent_memory.db", session_id="s")
+
+    monkeypatch.chdir(second_dir)
+    first.add_user_message("belongs to the first directory")
+    second = SQLiteMemory(db_path="agent_memory.db", session_id="s")
+    second.add_user_message("belongs to the second directory")
+
+    assert [m.content for m in first.get_messages()] == ["belongs to the first directory"]
+    assert [m.content for m in second.get_messages()] == ["belongs to the second directory"]
+    assert (first_dir / "agent_memory.db").is_file() and (second_dir / "agent_memory.db").is_file()
+
+
+def test_a_path_in_a_missing_directory_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="db_path: directory .* does not exist"):
+        SQLiteMemory(db_path=tmp_path / "missing" / "memory.db", session_id="s")
+
+
+def test_a_directory_is_refused_as_a_database_file(tmp_path):
+    with pytest.raises(ValueError, match="db_path: .* is a directory"):
+        SQLiteMemory(db_path=tmp_path, session_id="s")
