@@ -176,7 +176,7 @@ class Agent:
         turn.append(user_message)
         system = self.role or self.memory.get_system_message()
         specs = [tool.spec for tool in self.tools.values()]
-        for _ in range(self.max_iterations):
+        for iteration in range(1, self.max_iterations + 1):
             check()
             response = self.model.invoke(history + turn, system=system, tools=specs)
             turn.append(
@@ -189,6 +189,8 @@ class Agent:
             )
             if not response.tool_calls:
                 return PreparedTurn(turn, response.content, window.last_seq)
+            if iteration == self.max_iterations:
+                break  # no model call left to read the results: don't run the tools
             for call in response.tool_calls:
                 check()
                 turn.append(self._run_tool(call.id, call.name, call.arguments))

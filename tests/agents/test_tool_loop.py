@@ -185,3 +185,20 @@ def test_max_iterations_counts_model_calls_so_a_final_answer_on_the_last_one_suc
     agent = Agent(identifier="bot", model=model, memory=memory, tools=[add], max_iterations=2)
 
     assert agent.run("one") == "1"
+
+
+def test_the_tool_calls_of_the_last_allowed_model_call_are_not_run(memory):
+    ran: list[int] = []
+
+    def record(n: int) -> str:
+        """Record a number."""
+        ran.append(n)
+        return "ok"
+
+    model = ScriptedModel([calls((f"c{i}", "record", {"n": i})) for i in range(2)])
+    agent = Agent(identifier="bot", model=model, memory=memory, tools=[record], max_iterations=2)
+
+    with pytest.raises(MaxIterationsError):
+        agent.run("go")
+
+    assert ran == [0]
