@@ -26,7 +26,7 @@ redis-server:
 	  fi; }
 
 run: install redis-server
-	$(PYTHON) -m fence.demo
+	$(VENV)/bin/fence stack --demo
 
 test: install redis-server
 	$(VENV)/bin/ruff check .

