@@ -44,6 +44,14 @@ def _require_json(value: dict[str, Any], field: str) -> dict[str, Any]:
     return value
 
 
+def utf8(text: str, field: str) -> bytes:
+    """``text`` as UTF-8; text that cannot be stored (lone surrogates) is refused."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"{field}: must be valid Unicode text (found a lone surrogate)") from None
+
+
 def validate_turn_id(turn_id: object) -> str:
     """Return ``turn_id`` or raise ``ValueError`` naming the rule it breaks."""
     if not isinstance(turn_id, str) or not TURN_ID_PATTERN.fullmatch(turn_id):
@@ -95,7 +103,7 @@ class Message(BaseModel):
         if info.context and info.context.get("stored"):
             return content  # accepted when written; a lowered limit must not hide history
         limit = get_settings().max_message_bytes
-        size = len(content.encode("utf-8", "surrogatepass"))
+        size = len(utf8(content, "content"))
         if size > limit:
             raise ValueError(
                 f"content is {size} bytes; the limit is {limit} (FENCE_MAX_MESSAGE_BYTES)"

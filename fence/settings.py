@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     turn_retries: int = Field(
         default=2, ge=0, description="Extra attempts of a turn whose model or tools failed."
     )
+    max_deliveries: int = Field(
+        default=5, ge=1, description="A run whose worker died this often is failed, not rerun."
+    )
     turn_retry_backoff_s: float = Field(default=1.0, ge=0, description="First retry delay.")
     default_agent: str = "support"
 

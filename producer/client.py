@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -15,6 +16,8 @@ from fence.runs import (
     load_registry,
 )
 from fence.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
 
 
 class RunError(Exception):
@@ -113,7 +116,7 @@ class Producer:
         request = RunRequest(
             session_id=session_id,
             message=message,
-            agent=agent or self.settings.default_agent,
+            agent=self.settings.default_agent if agent is None else agent,
             idempotency_key=idempotency_key,
             strategy=strategy,
             metadata=metadata or {},
@@ -124,7 +127,13 @@ class Producer:
             )
         submission = self.store.submit(request)
         if submission.dispatch:
-            self._publish(request.session_id, submission.run_id)
+            try:
+                self._publish(request.session_id, submission.run_id)
+            except Exception:  # accepted already: the sweeper publishes it later
+                log.exception(
+                    "publishing an accepted run failed; the sweeper will re-dispatch it",
+                    extra={"session_id": request.session_id, "run_id": submission.run_id},
+                )
         return Run(self.store, submission.run_id, request.session_id, submission.position)
 
     def run(self, run_id: str) -> Run:

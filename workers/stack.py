@@ -340,7 +340,7 @@ def start_flower(
 
 
 GATEWAY_MODULE = "producer.gateway"
-GATEWAY_READY = r"Uvicorn running on|Application startup complete"
+GATEWAY_READY = r"Uvicorn running on"  # printed once the port is bound
 
 
 def gateway_missing() -> str | None:

@@ -92,8 +92,10 @@ class TurnExecutor:
         context = {"session_id": session_id, "run_id": run_id}
         lease = self.store.acquire(session_id, run_id, worker)
         if not isinstance(lease, Lease):
-            log.info("turn skipped: %s", lease, extra=context)
-            return f"skipped ({lease})"
+            log.info("turn skipped: %s", lease.reason, extra=context)
+            if lease.next_run:
+                self.dispatch(session_id, lease.next_run)
+            return f"skipped ({lease.reason})"
         started = time.monotonic()
         with LeaseKeeper(self.store, lease, self.settings.lease_renew_ms / 1000) as keeper:
             try:

@@ -10,6 +10,7 @@ from fence.runs.store import (
     RunStore,
     RunTimeout,
     SessionInfo,
+    Skip,
     Submission,
 )
 
@@ -25,6 +26,7 @@ __all__ = [
     "RunStore",
     "RunTimeout",
     "SessionInfo",
+    "Skip",
     "Strategy",
     "Submission",
     "load_registry",

@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from fence.messages import validate_session_id
+from fence.messages import utf8, validate_session_id
 from fence.settings import get_settings
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$")
@@ -56,7 +56,7 @@ class RunRequest(BaseModel):
 
     session_id: str
     message: str
-    agent: str = "demo"
+    agent: str
     idempotency_key: str | None = None
     strategy: Strategy = Strategy.ENQUEUE
     metadata: dict[str, Any] = Field(default_factory=dict)
@@ -72,7 +72,7 @@ class RunRequest(BaseModel):
         if not value.strip():
             raise ValueError("message: must be a non-empty string")
         limit = get_settings().max_message_bytes
-        if len(value.encode("utf-8", "surrogatepass")) > limit:
+        if len(utf8(value, "message")) > limit:
             raise ValueError(f"message: longer than {limit} bytes (FENCE_MAX_MESSAGE_BYTES)")
         return value
 

@@ -57,12 +57,40 @@ if ARGV[3] == '1' then redis.call('SET', KEYS[4], ARGV[1], 'EX', ARGV[4]) end
 return outcome
 """
 
-ACQUIRE = """
--- KEYS: session, lease, fencing counter, run
--- ARGV: run_id, lease_ms, now, worker
-if redis.call('EXISTS', KEYS[4]) == 0 then return {'missing'} end
-if redis.call('HGET', KEYS[1], 'active') ~= ARGV[1] then return {'not_active'} end
-if redis.call('EXISTS', KEYS[2]) == 1 then return {'leased'} end
+ADVANCE = """
+-- Make the session's next queued run active, or mark the session idle.
+-- Returns the next run id, or false.
+local function advance(session, mailbox, run_prefix, now)
+  while true do
+    local candidate = redis.call('LPOP', mailbox)
+    if not candidate then break end
+    if redis.call('HGET', run_prefix .. candidate, 'state') == 'queued' then
+      redis.call('HSET', session, 'active', candidate, 'progress_at', now)
+      return candidate
+    end
+  end
+  redis.call('HDEL', session, 'active')
+  redis.call('HSET', session, 'progress_at', now)
+  return false
+end
+"""
+
+ACQUIRE = (
+    ADVANCE
+    + """
+-- KEYS: session, lease, fencing counter, run, mailbox
+-- ARGV: run_id, lease_ms, now, worker, run_prefix
+local active = redis.call('HGET', KEYS[1], 'active') == ARGV[1]
+if redis.call('EXISTS', KEYS[4]) == 0 then
+  -- The active run's record is gone (expired or lost in a failover): nothing can
+  -- run it, so move the session on rather than leave it busy forever.
+  if active and redis.call('EXISTS', KEYS[2]) == 0 then
+    return {'missing', advance(KEYS[1], KEYS[5], ARGV[5], ARGV[3]) or ''}
+  end
+  return {'missing', ''}
+end
+if not active then return {'not_active', ''} end
+if redis.call('EXISTS', KEYS[2]) == 1 then return {'leased', ''} end
 local token = redis.call('INCR', KEYS[3])
 redis.call('SET', KEYS[2], token, 'PX', ARGV[2])
 if redis.call('HGET', KEYS[4], 'state') == 'queued' then
@@ -73,6 +101,7 @@ redis.call('HINCRBY', KEYS[4], 'attempts', 1)
 redis.call('HSET', KEYS[1], 'progress_at', ARGV[3])
 return {'acquired', tostring(token)}
 """
+)
 
 RENEW = """
 -- KEYS: lease, session   ARGV: token, lease_ms, now
@@ -89,7 +118,9 @@ redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
 return 1
 """
 
-FINISH = """
+FINISH = (
+    ADVANCE
+    + """
 -- KEYS: session, mailbox, lease, run
 -- ARGV: token, run_id, state, now, run_ttl_s, run_prefix, result, error, done_channel
 if redis.call('GET', KEYS[3]) ~= ARGV[1] then return {'lost'} end
@@ -99,18 +130,11 @@ redis.call('HDEL', KEYS[4], 'pending_result')
 redis.call('EXPIRE', KEYS[4], ARGV[5])
 redis.call('PUBLISH', ARGV[9], ARGV[3])
 redis.call('DEL', KEYS[3])
-while true do
-  local candidate = redis.call('LPOP', KEYS[2])
-  if not candidate then break end
-  if redis.call('HGET', ARGV[6] .. candidate, 'state') == 'queued' then
-    redis.call('HSET', KEYS[1], 'active', candidate, 'progress_at', ARGV[4])
-    return {'next', candidate}
-  end
-end
-redis.call('HDEL', KEYS[1], 'active')
-redis.call('HSET', KEYS[1], 'progress_at', ARGV[4])
+local next_run = advance(KEYS[1], KEYS[2], ARGV[6], ARGV[4])
+if next_run then return {'next', next_run} end
 return {'idle'}
 """
+)
 
 CANCEL = """
 -- KEYS: session, mailbox, run   ARGV: run_id, now, run_ttl_s, done_channel

@@ -19,6 +19,9 @@ from fence.runs import keys, scripts
 from fence.runs.schema import RunRecord, RunRequest, RunState
 from fence.settings import Settings, get_settings
 
+REDIS_TIMEOUT_S = 10.0
+"""A Redis that hangs fails calls after this long instead of hanging its callers."""
+
 SWEEP_BATCH = 200
 """Sessions checked per Redis round trip by the sweeper."""
 
@@ -56,6 +59,19 @@ class Lease:
 
 
 @dataclass(frozen=True)
+class Skip:
+    """Why a delivery did not get the lease.
+
+    ``not_active``: a duplicate or stale delivery (not the session's turn);
+    ``leased``: another worker is running it; ``missing``: the run's record is
+    gone, and if it was the active run the session moved on to ``next_run``.
+    """
+
+    reason: str
+    next_run: str | None = None
+
+
+@dataclass(frozen=True)
 class SessionInfo:
     session_id: str
     active_run: str | None
@@ -84,7 +100,13 @@ class RunStore:
     @classmethod
     def from_url(cls, url: str | None = None, settings: Settings | None = None) -> RunStore:
         settings = settings or get_settings()
-        client = redis.Redis.from_url(url or settings.redis_url, decode_responses=True)
+        client = redis.Redis.from_url(
+            url or settings.redis_url,
+            decode_responses=True,
+            socket_connect_timeout=REDIS_TIMEOUT_S,
+            socket_timeout=REDIS_TIMEOUT_S,
+            health_check_interval=30,
+        )
         return cls(client, settings)
 
     # -- producers ----------------------------------------------------------
@@ -183,25 +205,27 @@ class RunStore:
 
     # -- workers ------------------------------------------------------------
 
-    def acquire(self, session_id: str, run_id: str, worker: str) -> Lease | str:
-        """Take the session's lease for its active run, or say why not.
-
-        Returns a ``Lease``, or ``"not_active"`` (a duplicate or stale delivery:
-        the run is not the session's turn), ``"leased"`` (another worker is on
-        it) or ``"missing"`` (the record expired).
-        """
-        result = self._acquire(
+    def acquire(self, session_id: str, run_id: str, worker: str) -> Lease | Skip:
+        """Take the session's lease for its active run, or say why not (``Skip``)."""
+        outcome, value = self._acquire(
             keys=[
                 keys.session(session_id),
                 keys.lease(session_id),
                 keys.fencing_counter(session_id),
                 keys.run(session_id, run_id),
+                keys.mailbox(session_id),
             ],
-            args=[run_id, self.settings.lease_ms, repr(time.time()), worker],
+            args=[
+                run_id,
+                self.settings.lease_ms,
+                repr(time.time()),
+                worker,
+                keys.run_prefix(session_id),
+            ],
         )
-        if result[0] != "acquired":
-            return result[0]
-        return Lease(session_id, run_id, result[1])
+        if outcome == "acquired":
+            return Lease(session_id, run_id, value)
+        return Skip(outcome, next_run=value or None)
 
     def renew(self, lease: Lease) -> bool:
         """Extend the lease; False means it was lost and the turn must stop."""

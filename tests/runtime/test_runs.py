@@ -118,6 +118,7 @@ def test_result_times_out_while_the_run_is_still_going(runtime: Runtime):
     ("fields", "rule"),
     [
         ({"message": ""}, "message"),
+        ({"message": "lone \ud800 surrogate"}, "surrogate"),
         ({"message": "x" * (256 * 1024 + 1)}, "FENCE_MAX_MESSAGE_BYTES"),
         ({"session_id": "bad session"}, "session_id"),
         ({"session_id": "{slot}"}, "session_id"),

@@ -6,7 +6,7 @@ import pytest
 import redis
 from redis.crc import key_slot
 
-from fence.runs import LeaseLost, RunRequest, RunState, RunStore, keys
+from fence.runs import LeaseLost, RunRequest, RunState, RunStore, Skip, keys
 from fence.settings import Settings
 
 
@@ -46,9 +46,9 @@ def test_finish_hands_the_session_to_the_next_run_then_goes_idle(store: RunStore
 def test_only_the_active_run_can_take_the_lease_and_only_once(store: RunStore):
     first, second = store.submit(request()), store.submit(request())
 
-    assert store.acquire("s1", second.run_id, "w1") == "not_active"
+    assert store.acquire("s1", second.run_id, "w1") == Skip("not_active")
     lease = store.acquire("s1", first.run_id, "w1")
-    assert store.acquire("s1", first.run_id, "w2") == "leased"
+    assert store.acquire("s1", first.run_id, "w2") == Skip("leased")
     assert store.get(first.run_id).state is RunState.RUNNING
     assert store.holds(lease)
 
@@ -118,3 +118,13 @@ def test_every_key_written_is_named_in_the_keys_module(store: RunStore):
             or key.startswith(index_prefix)
             or key == keys.ACTIVE_SESSIONS
         ), key
+
+
+def test_a_session_whose_active_run_record_vanished_moves_on(store: RunStore):
+    lost, waiting = store.submit(request()), store.submit(request())
+    store.redis.delete(keys.run("s1", lost.run_id))  # evicted, or lost in a failover
+
+    skip = store.acquire("s1", lost.run_id, "w1")
+
+    assert skip == Skip("missing", next_run=waiting.run_id)
+    assert store.session("s1").active_run == waiting.run_id

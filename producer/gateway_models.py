@@ -1,0 +1,195 @@
+"""The HTTP gateway's request and response bodies, as they appear in its OpenAPI document.
+
+The request body declares types and documents the rules (patterns, limits) so
+that the OpenAPI document is honest, but the rules themselves are enforced by
+``RunRequest`` and ``Producer.submit``: the gateway adds no validation of its
+own beyond what JSON and HTTP need.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from fence.messages import Message, ToolCall
+from fence.runs import RunRecord, RunState, Strategy
+from fence.runs.schema import MAX_METADATA_BYTES, NAME_PATTERN
+
+NAME_RULE = "1-128 characters of letters, digits and _ . : @ -, starting with a letter or digit"
+# JSON Schema patterns are searched, not full-matched, and ``$`` means end of text there.
+NAME_SCHEMA: dict[str, Any] = {
+    "pattern": NAME_PATTERN.pattern,
+    "minLength": 1,
+    "maxLength": 128,
+}
+
+
+class FieldProblem(BaseModel):
+    field: str | None = Field(description="The input that is wrong (dotted path), if any.")
+    message: str
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(
+        description="Machine-readable: invalid, unauthorized, not_found, too_large, rejected, "
+        "method_not_allowed, unavailable or internal."
+    )
+    message: str = Field(description="What is wrong and what to do; never echoes the message.")
+    field: str | None = Field(
+        default=None, description="The request field at fault (422), else null."
+    )
+    run_id: str | None = Field(default=None, description="The run concerned (409).")
+    details: list[FieldProblem] = Field(
+        default_factory=list, description="Every problem found, when there are several (422)."
+    )
+
+
+class ErrorResponse(BaseModel):
+    """The one error shape of every 4xx and 5xx response."""
+
+    error: ErrorDetail
+
+
+class SubmitBody(BaseModel):
+    """A run request for the session named in the path."""
+
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+
+    message: str = Field(
+        description="The user message. Non-empty, at most FENCE_MAX_MESSAGE_BYTES UTF-8 bytes "
+        "(default 262144).",
+        json_schema_extra={"minLength": 1, "pattern": r"\S"},
+    )
+    agent: str | None = Field(
+        default=None,
+        description=f"Agent name from the workers' registry ({NAME_RULE}); "
+        "default FENCE_DEFAULT_AGENT.",
+        json_schema_extra=NAME_SCHEMA,
+    )
+    idempotency_key: str | None = Field(
+        default=None,
+        description=f"Submitting again with the same key returns the same run ({NAME_RULE}).",
+        json_schema_extra=NAME_SCHEMA,
+    )
+    strategy: Strategy = Field(
+        default=Strategy.ENQUEUE,
+        description="When the session is busy: enqueue (run after the others), reject (409) or "
+        "interrupt (cancel the running turn, run this one next).",
+    )
+    metadata: dict[str, Any] | None = Field(
+        default=None,
+        description=f"Free-form JSON object stored with the run (at most {MAX_METADATA_BYTES} "
+        "bytes as JSON).",
+    )
+
+    @field_validator("message")
+    @classmethod
+    def _encodable(cls, value: str) -> str:
+        """JSON may carry lone surrogates (``\\ud800``); Redis and the memories cannot store
+        them, so refuse them here rather than fail half-way through the write."""
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("message: must be valid Unicode (no lone surrogates)") from None
+        return value
+
+
+class SubmitResponse(BaseModel):
+    run_id: str
+    session_id: str
+    state: RunState
+    position: int | None = Field(
+        description="Runs ahead of this one when it was accepted (0: it runs now); null when "
+        "the request matched an earlier run by idempotency_key."
+    )
+
+
+class RunView(BaseModel):
+    """A run's state. Timestamps are Unix epoch seconds. The message itself is not repeated."""
+
+    run_id: str
+    session_id: str
+    agent: str
+    strategy: Strategy
+    state: RunState
+    idempotency_key: str | None
+    metadata: dict[str, Any]
+    accepted_at: float
+    started_at: float | None
+    finished_at: float | None
+    worker: str | None = Field(description="Celery hostname of the worker that ran it.")
+    attempts: int
+    result: str | None = Field(description="The agent's answer (succeeded runs).")
+    error: str | None = Field(description="Why it failed, was cancelled or rejected.")
+    cancel_requested: bool
+
+    @classmethod
+    def of(cls, record: RunRecord) -> RunView:
+        return cls(run_id=record.id, **record.model_dump(exclude={"id", "message"}))
+
+
+class SessionView(BaseModel):
+    session_id: str
+    state: str = Field(description="busy (a run in flight) or idle.")
+    active_run: str | None
+    queued: list[str] = Field(
+        description="Ids of runs waiting, oldest first (at most the first 100)."
+    )
+    queued_count: int
+
+
+class ToolCallView(BaseModel):
+    id: str
+    name: str
+    arguments: dict[str, Any]
+
+    @classmethod
+    def of(cls, call: ToolCall) -> ToolCallView:
+        return cls(id=call.id, name=call.name, arguments=call.arguments)
+
+
+class MessageView(BaseModel):
+    seq: int = Field(description="Position in the session's history; rises by one per message.")
+    role: str
+    content: str
+    turn_id: str | None = Field(description="The run that wrote it (null: written directly).")
+    tool_calls: list[ToolCallView]
+    tool_call_id: str | None
+    name: str | None
+    tokens: int | None
+    meta: dict[str, Any]
+
+    @classmethod
+    def of(cls, message: Message) -> MessageView:
+        return cls(
+            seq=message.seq or 0,
+            role=message.role.value,
+            content=message.content,
+            turn_id=message.turn_id,
+            tool_calls=[ToolCallView.of(call) for call in message.tool_calls],
+            tool_call_id=message.tool_call_id,
+            name=message.name,
+            tokens=message.tokens,
+            meta=message.meta,
+        )
+
+
+class HistoryPage(BaseModel):
+    """One page of history, newest message first."""
+
+    session_id: str
+    messages: list[MessageView]
+    next_before_seq: int | None = Field(
+        description="Pass as before_seq to get the next (older) page; null on the last page."
+    )
+
+
+class ComponentHealth(BaseModel):
+    ok: bool
+    error: str | None = None
+
+
+class HealthResponse(BaseModel):
+    status: str = Field(description="ok, or unavailable when a component failed.")
+    components: dict[str, ComponentHealth] = Field(description="redis and memory.")
