@@ -33,7 +33,7 @@ from pydantic import ValidationError
 from fence.errors import FenceError
 from fence.runs import RunNotFound, RunRecord, RunState, RunTimeout, Strategy, keys
 from fence.settings import Settings, get_settings
-from workers.stack import StackError
+from producer.local_stack import StackError
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -450,7 +450,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_stack(args: argparse.Namespace, settings: Settings) -> int:
     import os
 
-    from workers.stack import LocalStack, StackConfig
+    from producer.local_stack import LocalStack, StackConfig
 
     def say(text: str) -> None:
         print(f"[stack] {text}", flush=True)
