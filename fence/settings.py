@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     metrics_port: int | None = Field(
         default=None, description="Worker main process serves Prometheus /metrics here."
     )
+    metrics_host: str = Field(
+        default="127.0.0.1", description="Address of /metrics; 0.0.0.0 for Prometheus in a pod."
+    )
 
     api_tokens: Annotated[list[str], NoDecode] = Field(
         default_factory=list,

@@ -67,14 +67,15 @@ def record_model_call(model: Model, response: ModelResponse, latency_s: float) -
     m.model_tokens.labels(model.model_id, "output").inc(response.usage.output_tokens)
 
 
-def serve(port: int) -> None:
+def serve(host: str, port: int) -> None:
     """In the worker's main process, before the pool forks: serve /metrics on ``port``."""
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    if not directory or not os.path.isdir(directory):
+    if not directory:
         raise ValueError(
-            "FENCE_METRICS_PORT: set PROMETHEUS_MULTIPROC_DIR to an existing directory "
-            "(one per worker) in the worker's environment"
+            "FENCE_METRICS_PORT: also set PROMETHEUS_MULTIPROC_DIR (a directory, one per "
+            "worker) in the worker's environment"
         )
+    Path(directory).mkdir(parents=True, exist_ok=True)
     for kind in ("counter", "gauge", "histogram", "summary"):
         for stale in Path(directory).glob(f"{kind}_*.db"):
             stale.unlink()
@@ -83,7 +84,7 @@ def serve(port: int) -> None:
 
     registry = CollectorRegistry()
     MultiProcessCollector(registry)
-    start_http_server(port, registry=registry)
+    start_http_server(port, addr=host, registry=registry)
 
 
 def install_model_observer() -> None:

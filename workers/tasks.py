@@ -10,12 +10,14 @@ from celery.signals import (
     after_setup_logger,
     after_setup_task_logger,
     worker_init,
+    worker_process_init,
     worker_process_shutdown,
 )
 
 from fence.memory.url import memory_factory
 from fence.runs import RunStore, load_registry
 from fence.settings import get_settings
+from fence.tokens import count_tokens
 from workers import app
 from workers.app import RUN_TURN, SWEEP
 from workers.dispatch import dispatcher
@@ -75,9 +77,15 @@ def start_worker(**_: object) -> None:
     """In the main process, before the pool forks: metrics, then fail fast on bad settings."""
     settings = get_settings()
     if settings.metrics_port is not None:
-        serve_metrics(settings.metrics_port)
+        serve_metrics(settings.metrics_host, settings.metrics_port)
     install_model_observer()
     executor()
+
+
+@worker_process_init.connect
+def warm_up(**_: object) -> None:
+    """Load the tokenizer in each pool process before its first turn, not during it."""
+    count_tokens("warm up")
 
 
 @worker_process_shutdown.connect
