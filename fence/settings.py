@@ -50,6 +50,9 @@ class Settings(BaseSettings):
         default="127.0.0.1", description="Address of /metrics; 0.0.0.0 for Prometheus in a pod."
     )
 
+    flower_basic_auth: str | None = Field(
+        default=None, repr=False, description="user:password for Flower in `fence stack`."
+    )
     api_tokens: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         repr=False,

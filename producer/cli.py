@@ -448,8 +448,6 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_stack(args: argparse.Namespace, settings: Settings) -> int:
-    import os
-
     from producer.local_stack import LocalStack, StackConfig
 
     def say(text: str) -> None:
@@ -463,10 +461,10 @@ def cmd_stack(args: argparse.Namespace, settings: Settings) -> int:
         memory=args.memory,
         flower=not args.no_flower,
         flower_port=args.flower_port,
-        flower_auth=os.environ.get("FENCE_FLOWER_BASIC_AUTH") or None,
+        flower_auth=settings.flower_basic_auth,
         gateway=not args.no_gateway,
         gateway_port=args.gateway_port,
-        api_tokens=os.environ.get("FENCE_API_TOKENS") or None,
+        api_tokens=",".join(settings.api_tokens) or None,
         echo=not args.quiet,
         shutdown_timeout=(
             args.shutdown_timeout
