@@ -2,15 +2,25 @@
 
 For each backend and history size, measures the median latency of appending
 one message and of loading a 1,000-token window, and prints them with their
-ratio to the smallest history in the same run (target: <= 1.3x).
+ratio to the smallest history in the same run (target: <= 1.3x). For AWS
+backends it also counts the API requests each operation makes (targets: at
+most 2 per append; a window's requests follow the window, not the history).
 
     python bench/memory_growth.py                      # 10 .. 100,000 messages
     python bench/memory_growth.py --sizes 10 1000 --backends sqlite
+
+``dynamodb`` runs DynamoDBMemory over HTTP against moto in server mode on a
+free loopback port, on the seed's partition-key-only table. moto as shipped
+deep-copies the whole table on every TransactWriteItems (O(table), which real
+DynamoDB is not), so the main table uses moto with item-level rollback (see
+tests/memory/aws_server.py) and a second table measures moto as shipped: that
+cost is the emulator's, and the request counts carry the claim.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -18,15 +28,18 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from fence.memory import BaseMemory, FleetingMemory, SQLiteMemory  # noqa: E402
+from fence.memory import BaseMemory, DynamoDBMemory, FleetingMemory, SQLiteMemory  # noqa: E402
 from fence.messages import Message, Role  # noqa: E402
 
 WINDOW_TOKENS = 1_000
 FILL_BATCH = 1_000
+EMULATOR_PROBES = 5
 MemoryFactory = Callable[[str], BaseMemory]
 
 
@@ -41,14 +54,62 @@ def sqlite() -> Iterator[MemoryFactory]:
         yield lambda session_id: SQLiteMemory(Path(tmp) / "bench.db", session_id)
 
 
+@contextmanager
+def dynamodb() -> Iterator[MemoryFactory]:
+    """The seed's table in moto server mode, with fake credentials."""
+    from tests.memory import aws_server
+
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(aws_server.dummy_aws_environ(saved))
+    try:
+        with aws_server.moto_server() as url:
+            client = aws_server.client("dynamodb", url)
+            aws_server.create_seed_table(client, "agent-memory")
+            yield lambda session_id: DynamoDBMemory(  # a client each, to count its requests
+                table_name="agent-memory",
+                primary_key_name="session_id",
+                primary_key_value=session_id,
+                endpoint_url=url,
+            )
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 BACKENDS: dict[str, Callable[[], AbstractContextManager[MemoryFactory]]] = {
     "fleeting": fleeting,
     "sqlite": sqlite,
+    "dynamodb": dynamodb,
 }
 
 
+@dataclass
+class Result:
+    append_us: float
+    window_us: float
+    append_requests: float | None = None
+    window_requests: float | None = None
+    window_messages: int = 0
+
+
+class RequestCounter:
+    """Counts API calls made by a boto3 client (one per operation, not per HTTP retry)."""
+
+    def __init__(self, client: Any) -> None:
+        self.count = 0
+        client.meta.events.register("before-call", self._seen)
+
+    def _seen(self, **_: Any) -> None:
+        self.count += 1
+
+
 def fill(memory: BaseMemory, count: int) -> None:
-    """Write ``count`` messages in turns of ``FILL_BATCH`` (setup, not measured)."""
+    """Write ``count`` messages in turns of ``FILL_BATCH`` (setup, not measured).
+
+    DynamoDB turns hold at most 98 messages, so it is filled with its bulk
+    ``import_messages`` (BatchWriteItem) in the same item layout instead.
+    """
     template = [
         Message(role=Role.USER if i % 2 == 0 else Role.ASSISTANT, content=f"message {i} " * 8)
         for i in range(min(count, FILL_BATCH))
@@ -56,7 +117,10 @@ def fill(memory: BaseMemory, count: int) -> None:
     written = 0
     while written < count:
         batch = template[: min(FILL_BATCH, count - written)]
-        memory.commit_turn(f"fill-{written}", batch)
+        if isinstance(memory, DynamoDBMemory):
+            memory.import_messages(batch)
+        else:
+            memory.commit_turn(f"fill-{written}", batch)
         written += len(batch)
 
 
@@ -69,13 +133,68 @@ def median_us(action: Callable[[], object], repeats: int) -> float:
     return statistics.median(samples)
 
 
-def measure(open_memory: MemoryFactory, size: int, repeats: int) -> tuple[float, float]:
-    memory = open_memory(f"bench-{size}-{uuid.uuid4().hex[:8]}")
-    fill(memory, size)
+def _timed_us(action: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    action()
+    return (time.perf_counter() - started) * 1e6
+
+
+def measure(memories: list[BaseMemory], repeats: int) -> list[Result]:
+    """Median append and window latency of each filled memory, and requests per op.
+
+    The histories take turns, one operation each per round, so a burst of load
+    on the machine slows every size alike instead of skewing one row.
+    """
+    counters = [
+        RequestCounter(m.client) if getattr(m, "client", None) is not None else None
+        for m in memories
+    ]
     text = "one more message of ordinary length " * 4
-    append = median_us(lambda: memory.add_user_message(text), repeats)
-    window = median_us(lambda: memory.get_window(WINDOW_TOKENS), repeats)
-    return append, window
+    appends: list[list[float]] = [[] for _ in memories]
+    windows: list[list[float]] = [[] for _ in memories]
+    starts = [c.count if c else 0 for c in counters]
+    for _ in range(repeats):
+        for i, memory in enumerate(memories):
+            appends[i].append(_timed_us(lambda m=memory: m.add_user_message(text)))
+    middles = [c.count if c else 0 for c in counters]
+    for _ in range(repeats):
+        for i, memory in enumerate(memories):
+            windows[i].append(_timed_us(lambda m=memory: m.get_window(WINDOW_TOKENS)))
+    ends = [c.count if c else 0 for c in counters]
+    results = []
+    for i, memory in enumerate(memories):
+        result = Result(
+            statistics.median(appends[i]),
+            statistics.median(windows[i]),
+            window_messages=len(memory.get_window(WINDOW_TOKENS).messages),
+        )
+        counter = counters[i]
+        if counter is not None:
+            result.append_requests = (middles[i] - starts[i]) / repeats
+            result.window_requests = (ends[i] - middles[i]) / repeats
+        results.append(result)
+    return results
+
+
+def emulator_transaction_ms(memory: DynamoDBMemory) -> tuple[float, float]:
+    """Median ms of one tiny TransactWriteItems on a fresh key: moto as shipped, then
+    with item-level rollback. Real DynamoDB's cost does not depend on the table."""
+    from tests.memory import aws_server
+
+    def probe() -> None:
+        key = {"session_id": {"S": f"probe-{uuid.uuid4().hex}"}}
+        memory.client.transact_write_items(
+            TransactItems=[{"Put": {"TableName": memory.table_name, "Item": key}}]
+        )
+
+    with aws_server.moto_as_shipped():
+        shipped = median_us(probe, EMULATOR_PROBES) / 1000
+    patched = median_us(probe, EMULATOR_PROBES) / 1000
+    return shipped, patched
+
+
+def _requests(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,25 +204,47 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=200)
     args = parser.parse_args(argv)
 
-    print(f"window = {WINDOW_TOKENS} tokens; median of {args.repeats} operations each")
+    print(
+        f"window = {WINDOW_TOKENS} tokens (msgs: messages in it); median of {args.repeats} ops each"
+    )
     header = f"{'backend':<10} {'messages':>9} {'append µs':>10} {'x base':>7} "
-    header += f"{'window µs':>10} {'x base':>7}"
+    header += f"{'window µs':>10} {'x base':>7} {'msgs':>5} {'req/append':>10} {'req/window':>10}"
     print(header)
     print("-" * len(header))
-    worst = 0.0
+    worst: dict[str, float] = {}
+    emulator: list[tuple[int, float, float]] = []
     for name in args.backends:
         with BACKENDS[name]() as open_memory:
-            base: tuple[float, float] | None = None
+            memories = []
+            stored = 0
             for size in args.sizes:
-                append, window = measure(open_memory, size, args.repeats)
-                base = base or (append, window)
-                ratios = (append / base[0], window / base[1])
-                worst = max(worst, *ratios)
+                memory = open_memory(f"bench-{size}-{uuid.uuid4().hex[:8]}")
+                fill(memory, size)
+                memories.append(memory)
+                if isinstance(memory, DynamoDBMemory):
+                    stored += size + 1  # messages + head
+                    emulator.append((stored, *emulator_transaction_ms(memory)))
+            results = measure(memories, args.repeats)
+            base = results[0]
+            for size, result in zip(args.sizes, results, strict=True):
+                ratios = (result.append_us / base.append_us, result.window_us / base.window_us)
+                worst[name] = max(worst.get(name, 0.0), *ratios)
                 print(
-                    f"{name:<10} {size:>9,} {append:>10.1f} {ratios[0]:>6.2f}x "
-                    f"{window:>10.1f} {ratios[1]:>6.2f}x"
+                    f"{name:<10} {size:>9,} {result.append_us:>10.1f} {ratios[0]:>6.2f}x "
+                    f"{result.window_us:>10.1f} {ratios[1]:>6.2f}x {result.window_messages:>5} "
+                    f"{_requests(result.append_requests):>10} "
+                    f"{_requests(result.window_requests):>10}",
+                    flush=True,
                 )
-    print(f"worst ratio to the smallest history: {worst:.2f}x (target <= 1.30x)")
+    for name, ratio in worst.items():
+        print(f"{name}: worst ratio to the smallest history {ratio:.2f}x (target <= 1.30x)")
+    if emulator:
+        print()
+        print("moto's own cost: one 1-item TransactWriteItems vs items in the table")
+        print("(measured after each fill; real DynamoDB's cost does not depend on the table)")
+        print(f"{'table items':>12} {'moto as shipped ms':>19} {'item-level rollback ms':>23}")
+        for items, shipped, patched in emulator:
+            print(f"{items:>12,} {shipped:>19.1f} {patched:>23.1f}")
     return 0
 
 

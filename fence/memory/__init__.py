@@ -1,7 +1,40 @@
-"""Memory backends that share one contract (see ``fence.memory.base``)."""
+"""Memory backends that share one contract (see ``fence.memory.base``).
+
+The AWS backends are imported on first use, so code that only needs
+FleetingMemory or SQLiteMemory does not pay for importing boto3.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
 
 from fence.memory.base import BaseMemory, Window
 from fence.memory.fleeting import FleetingMemory
 from fence.memory.sqlite import SQLiteMemory
 
-__all__ = ["BaseMemory", "FleetingMemory", "SQLiteMemory", "Window"]
+if TYPE_CHECKING:
+    from fence.memory.agentcore import AgentCoreMemory
+    from fence.memory.dynamodb import DynamoDBMemory
+
+_LAZY = {
+    "AgentCoreMemory": "fence.memory.agentcore",
+    "DynamoDBMemory": "fence.memory.dynamodb",
+}
+
+__all__ = [
+    "AgentCoreMemory",
+    "BaseMemory",
+    "DynamoDBMemory",
+    "FleetingMemory",
+    "SQLiteMemory",
+    "Window",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'fence.memory' has no attribute {name!r}")
