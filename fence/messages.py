@@ -116,7 +116,17 @@ class Message(BaseModel):
         return _require_json(meta, "meta")
 
     @model_validator(mode="after")
-    def _check_shape(self) -> Message:
+    def _check_shape(self, info: ValidationInfo) -> Message:
+        stored = bool(info.context and info.context.get("stored"))
+        if not stored and (self.tool_calls or self.meta):
+            limit = get_settings().max_message_bytes
+            extra = json.dumps([[c.model_dump() for c in self.tool_calls], self.meta])
+            size = len(utf8(self.content, "content")) + len(extra.encode())
+            if size > limit:
+                raise ValueError(
+                    f"message is {size} bytes with its tool calls and meta; the limit is "
+                    f"{limit} (FENCE_MAX_MESSAGE_BYTES)"
+                )
         if not self.content.strip() and not (self.role is Role.ASSISTANT and self.tool_calls):
             raise ValueError(
                 "content: must be a non-empty string (only an assistant message that "

@@ -8,6 +8,7 @@ import pytest
 
 from fence.memory import FleetingMemory, SQLiteMemory
 from fence.messages import Message, Role, ToolCall
+from fence.settings import get_settings
 
 
 @pytest.mark.parametrize("backend", ["fleeting", "sqlite"])
@@ -34,3 +35,11 @@ def test_json_metadata_is_kept_as_given():
     meta = {"agent": "support", "scores": [0.5, 1], "nested": {"ok": True, "none": None}}
 
     assert Message(role=Role.USER, content="hi", meta=meta).meta == meta
+
+
+def test_tool_call_arguments_count_towards_the_message_size_limit():
+    limit = get_settings().max_message_bytes
+    call = ToolCall(id="c1", name="upload", arguments={"blob": "x" * limit})
+
+    with pytest.raises(ValueError, match="FENCE_MAX_MESSAGE_BYTES"):
+        Message(role=Role.ASSISTANT, content="", tool_calls=(call,))

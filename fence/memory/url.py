@@ -18,7 +18,7 @@ from fence.memory.base import BaseMemory
 MemoryFactory = Callable[[str], BaseMemory]
 
 SCHEMES = ("sqlite", "dynamodb", "agentcore", "fleeting")
-INT_OPTIONS = {"ttl_seconds"}
+INT_OPTIONS = {"ttl_seconds", "page_size"}
 
 
 def memory_factory(url: str) -> MemoryFactory:
