@@ -18,8 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from workers.stack import (
+    BEAT_READY,
     FLOWER_READY,
     GATEWAY_READY,
+    WORKER_READY,
     ManagedProcess,
     free_port,
     gateway_missing,
@@ -295,8 +297,8 @@ class LocalStack:
             echo=config.echo,
         )
         self.services.append(beat)
-        waits: list[tuple[ManagedProcess, str]] = [(w, r"\bready\.") for w in self.workers]
-        waits.append((beat, r"beat: Starting"))
+        waits: list[tuple[ManagedProcess, str]] = [(w, WORKER_READY) for w in self.workers]
+        waits.append((beat, BEAT_READY))
         if flower_port is not None:
             flower = launch_flower(
                 self.env,

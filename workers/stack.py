@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 
 def free_port() -> int:
@@ -189,36 +190,18 @@ def start_redis(
     return process, f"redis://127.0.0.1:{port}/0"
 
 
-def celery(
-    name: str,
-    args: Sequence[str],
-    env: Mapping[str, str],
-    *,
-    cwd: str | os.PathLike[str] | None = None,
-    log_path: str | os.PathLike[str] | None = None,
-    echo: bool = False,
-) -> ManagedProcess:
+def celery(name: str, args: Sequence[str], env: Mapping[str, str], **output: Any) -> ManagedProcess:
     """Run ``celery -A workers <args>`` with this interpreter."""
     argv = [sys.executable, "-m", "celery", "-A", "workers", *args]
-    return ManagedProcess(name, argv, env=env, cwd=cwd, log_path=log_path, echo=echo)
+    return ManagedProcess(name, argv, env=env, **output)
 
 
-def start_worker(
-    name: str,
-    env: Mapping[str, str],
-    *,
-    concurrency: int = 1,
-    cwd: str | os.PathLike[str] | None = None,
-    log_path: str | os.PathLike[str] | None = None,
-    echo: bool = False,
-    loglevel: str = "INFO",
-) -> ManagedProcess:
-    """Start a worker and wait until it is ready to take tasks."""
-    worker = launch_worker(
-        name, env, concurrency=concurrency, cwd=cwd, log_path=log_path, echo=echo, loglevel=loglevel
-    )
-    worker.wait_for(r"\bready\.", timeout=60)
-    return worker
+WORKER_READY = r"\bready\."
+BEAT_READY = r"beat: Starting"
+FLOWER_READY = r"Visit me at"
+GATEWAY_READY = r"Uvicorn running on"  # printed once the port is bound
+GATEWAY_MODULE = "producer.gateway"
+READY_TIMEOUT_S = 60.0
 
 
 def launch_worker(
@@ -226,72 +209,30 @@ def launch_worker(
     env: Mapping[str, str],
     *,
     concurrency: int = 1,
-    cwd: str | os.PathLike[str] | None = None,
-    log_path: str | os.PathLike[str] | None = None,
-    echo: bool = False,
     loglevel: str = "INFO",
+    **output: Any,
 ) -> ManagedProcess:
-    """Start a worker without waiting, so several can boot in parallel."""
-    return celery(
-        name,
-        [
-            "worker",
-            "--hostname",
-            f"{name}@%h",
-            "--concurrency",
-            str(concurrency),
-            "--loglevel",
-            loglevel,
-            "--without-mingle",
-            "--without-gossip",
-        ],  # fmt: skip
-        env,
-        cwd=cwd,
-        log_path=log_path,
-        echo=echo,
-    )
+    """Start a worker without waiting, so several can boot in parallel.
 
-
-def start_beat(
-    env: Mapping[str, str],
-    schedule_path: str | os.PathLike[str],
-    *,
-    cwd: str | os.PathLike[str] | None = None,
-    log_path: str | os.PathLike[str] | None = None,
-    echo: bool = False,
-) -> ManagedProcess:
-    beat = celery(
-        "beat",
-        ["beat", "--schedule", str(schedule_path), "--loglevel", "INFO"],
-        env,
-        cwd=cwd,
-        log_path=log_path,
-        echo=echo,
-    )
-    beat.wait_for(r"beat: Starting", timeout=60)
-    return beat
+    ``output`` takes ``cwd``, ``log_path`` and ``echo``, as ``ManagedProcess`` does.
+    """
+    args = [
+        "worker",
+        "--hostname", f"{name}@%h",
+        "--concurrency", str(concurrency),
+        "--loglevel", loglevel,
+        "--without-mingle",
+        "--without-gossip",
+    ]  # fmt: skip
+    return celery(name, args, env, **output)
 
 
 def launch_beat(
-    env: Mapping[str, str],
-    schedule_path: str | os.PathLike[str],
-    *,
-    cwd: str | os.PathLike[str] | None = None,
-    log_path: str | os.PathLike[str] | None = None,
-    echo: bool = False,
+    env: Mapping[str, str], schedule_path: str | os.PathLike[str], **output: Any
 ) -> ManagedProcess:
     """Start beat (the recovery sweeper's clock) without waiting for it."""
-    return celery(
-        "beat",
-        ["beat", "--schedule", str(schedule_path), "--loglevel", "INFO"],
-        env,
-        cwd=cwd,
-        log_path=log_path,
-        echo=echo,
-    )
-
-
-FLOWER_READY = r"Visit me at"
+    args = ["beat", "--schedule", str(schedule_path), "--loglevel", "INFO"]
+    return celery("beat", args, env, **output)
 
 
 def launch_flower(
@@ -300,44 +241,51 @@ def launch_flower(
     basic_auth: str,
     *,
     address: str = "127.0.0.1",
-    cwd: str | os.PathLike[str] | None = None,
-    log_path: str | os.PathLike[str] | None = None,
-    echo: bool = False,
+    **output: Any,
 ) -> ManagedProcess:
     """Start Flower with basic auth on; the credentials travel in the environment
     (``FLOWER_BASIC_AUTH``), not on the command line where ``ps`` shows them."""
     if ":" not in basic_auth:
         raise ValueError("basic_auth: write user:password")
-    return celery(
-        "flower",
-        ["flower", f"--address={address}", f"--port={port}"],
-        {**env, "FLOWER_BASIC_AUTH": basic_auth},
-        cwd=cwd,
-        log_path=log_path,
-        echo=echo,
-    )
+    args = ["flower", f"--address={address}", f"--port={port}"]
+    return celery("flower", args, {**env, "FLOWER_BASIC_AUTH": basic_auth}, **output)
+
+
+def launch_gateway(
+    env: Mapping[str, str], port: int, *, host: str = "127.0.0.1", **output: Any
+) -> ManagedProcess:
+    """Start ``python -m producer.gateway`` without waiting for it."""
+    argv = [sys.executable, "-m", GATEWAY_MODULE, "--host", host, "--port", str(port)]
+    return ManagedProcess("gateway", argv, env=env, **output)
+
+
+def ready(process: ManagedProcess, pattern: str) -> ManagedProcess:
+    """Wait until ``process`` prints ``pattern``; return it."""
+    process.wait_for(pattern, timeout=READY_TIMEOUT_S)
+    return process
+
+
+def start_worker(name: str, env: Mapping[str, str], **options: Any) -> ManagedProcess:
+    """Start a worker and wait until it is ready to take tasks."""
+    return ready(launch_worker(name, env, **options), WORKER_READY)
+
+
+def start_beat(
+    env: Mapping[str, str], schedule_path: str | os.PathLike[str], **output: Any
+) -> ManagedProcess:
+    return ready(launch_beat(env, schedule_path, **output), BEAT_READY)
 
 
 def start_flower(
-    env: Mapping[str, str],
-    port: int,
-    basic_auth: str,
-    *,
-    address: str = "127.0.0.1",
-    cwd: str | os.PathLike[str] | None = None,
-    log_path: str | os.PathLike[str] | None = None,
-    echo: bool = False,
+    env: Mapping[str, str], port: int, basic_auth: str, **options: Any
 ) -> ManagedProcess:
     """Start Flower and wait until it serves HTTP."""
-    flower = launch_flower(
-        env, port, basic_auth, address=address, cwd=cwd, log_path=log_path, echo=echo
-    )
-    flower.wait_for(FLOWER_READY, timeout=60)
-    return flower
+    return ready(launch_flower(env, port, basic_auth, **options), FLOWER_READY)
 
 
-GATEWAY_MODULE = "producer.gateway"
-GATEWAY_READY = r"Uvicorn running on"  # printed once the port is bound
+def start_gateway(env: Mapping[str, str], port: int, **options: Any) -> ManagedProcess:
+    """Start the HTTP gateway and wait until uvicorn accepts connections."""
+    return ready(launch_gateway(env, port, **options), GATEWAY_READY)
 
 
 def gateway_missing() -> str | None:
@@ -350,32 +298,3 @@ def gateway_missing() -> str | None:
         if importlib.util.find_spec(module) is None:
             return f"{module} is not installed (pip install -e '.[api]')"
     return None
-
-
-def launch_gateway(
-    env: Mapping[str, str],
-    port: int,
-    *,
-    host: str = "127.0.0.1",
-    cwd: str | os.PathLike[str] | None = None,
-    log_path: str | os.PathLike[str] | None = None,
-    echo: bool = False,
-) -> ManagedProcess:
-    """Start ``python -m producer.gateway`` without waiting for it."""
-    argv = [sys.executable, "-m", GATEWAY_MODULE, "--host", host, "--port", str(port)]
-    return ManagedProcess("gateway", argv, env=env, cwd=cwd, log_path=log_path, echo=echo)
-
-
-def start_gateway(
-    env: Mapping[str, str],
-    port: int,
-    *,
-    host: str = "127.0.0.1",
-    cwd: str | os.PathLike[str] | None = None,
-    log_path: str | os.PathLike[str] | None = None,
-    echo: bool = False,
-) -> ManagedProcess:
-    """Start the HTTP gateway and wait until uvicorn accepts connections."""
-    gateway = launch_gateway(env, port, host=host, cwd=cwd, log_path=log_path, echo=echo)
-    gateway.wait_for(GATEWAY_READY, timeout=60)
-    return gateway
