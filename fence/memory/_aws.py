@@ -153,17 +153,9 @@ def call(
     """
     try:
         return getattr(client, operation)(**params)
-    except ClientError as exc:
-        if error_code(exc) in passthrough:
+    except (ClientError, BotoCoreError) as exc:
+        if isinstance(exc, ClientError) and error_code(exc) in passthrough:
             raise
-        raise translate(
-            exc,
-            what=what,
-            action=operation,
-            not_found=not_found,
-            region=client.meta.region_name,
-        ) from exc
-    except BotoCoreError as exc:
         raise translate(
             exc,
             what=what,
