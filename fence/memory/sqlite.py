@@ -14,7 +14,8 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -58,11 +59,32 @@ def _connection(db_path: str) -> sqlite3.Connection:
     if cached is not None and cached[0] == pid:
         return cached[1]
     conn = sqlite3.connect(db_path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
+    if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+        _while_locked(lambda: conn.execute("PRAGMA journal_mode=WAL"))
     conn.execute("PRAGMA synchronous=NORMAL")
-    conn.executescript(SCHEMA)
+    _while_locked(lambda: conn.executescript(SCHEMA))
     cache[db_path] = (pid, conn)
     return conn
+
+
+def _while_locked(statement: Callable[[], object]) -> None:
+    """Run a set-up statement, retrying while another connection holds the lock.
+
+    Switching a new file to WAL (and creating its schema while another process
+    does the same) can fail with "database is locked" at once, without waiting
+    on the busy timeout; there is no event to wait for, so back off and retry.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    delay = 0.005
+    while True:
+        try:
+            statement()
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.25)
 
 
 class SQLiteMemory(BaseMemory):

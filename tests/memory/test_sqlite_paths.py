@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from fence.memory import SQLiteMemory
@@ -34,3 +36,26 @@ def test_a_path_in_a_missing_directory_is_refused(tmp_path):
 def test_a_directory_is_refused_as_a_database_file(tmp_path):
     with pytest.raises(ValueError, match="db_path: .* is a directory"):
         SQLiteMemory(db_path=tmp_path, session_id="s")
+
+
+def test_threads_opening_a_new_file_while_others_write_all_get_to_write(tmp_path):
+    """Switching a new file to WAL while another connection writes must wait, not fail."""
+    errors: list[BaseException] = []
+    for attempt in range(20):
+        db_path = tmp_path / f"fresh-{attempt}.db"
+
+        def write(writer: int, db_path=db_path) -> None:
+            try:
+                memory = SQLiteMemory(db_path, "s")
+                for i in range(5):
+                    memory.add_user_message(f"writer {writer} message {i}")
+            except BaseException as error:  # collected: a thread's exception is otherwise lost
+                errors.append(error)
+
+        threads = [threading.Thread(target=write, args=(w,)) for w in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert not errors
+        assert len(SQLiteMemory(db_path, "s").get_messages()) == 40
