@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -72,6 +72,15 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [token.strip() for token in value.split(",") if token.strip()]
         return value
+
+    @model_validator(mode="after")
+    def _renewal_outpaces_expiry(self) -> Settings:
+        if self.lease_renew_ms * 2 > self.lease_ms:
+            raise ValueError(
+                "FENCE_LEASE_RENEW_MS: must be at most half of FENCE_LEASE_MS, so a lease "
+                "is renewed before it can expire"
+            )
+        return self
 
 
 @lru_cache(maxsize=1)

@@ -26,7 +26,8 @@ def create_app(settings: Settings | None = None) -> Celery:
         worker_prefetch_multiplier=1,
         task_track_started=True,
         worker_send_task_events=True,
-        task_send_sent_event=True,
+        task_send_sent_event=False,  # publishing is on the turn's path; Flower shows turns
+        # from "received" on, and queue wait is in the fence_queue_wait_seconds metric.
         broker_connection_retry_on_startup=True,
         broker_transport_options={"visibility_timeout": int(settings.turn_timeout_s * 2) + 60},
         task_soft_time_limit=settings.turn_timeout_s,

@@ -21,6 +21,7 @@ from fence.memory.base import BaseMemory
 from fence.runs import Lease, LeaseLost, Registry, RunRecord, RunState, RunStore
 from fence.settings import Settings
 from workers.dispatch import Dispatch
+from workers.leases import LeaseRenewer
 from workers.metrics import metrics
 
 log = logging.getLogger(__name__)
@@ -35,39 +36,6 @@ class Outcome:
     state: RunState
     result: str = ""
     error: str = ""
-
-
-class LeaseKeeper:
-    """Renews the lease in the background; ``lost`` is set once a renewal fails."""
-
-    def __init__(self, store: RunStore, lease: Lease, interval_s: float) -> None:
-        self.lost = threading.Event()
-        self._stop = threading.Event()
-        self._store, self._lease, self._interval = store, lease, interval_s
-        self._thread = threading.Thread(target=self._renew, name="fence-lease", daemon=True)
-
-    def _renew(self) -> None:
-        while not self._stop.wait(self._interval):
-            try:
-                held = self._store.renew(self._lease)
-            except Exception:  # Redis unreachable: the lease may be expiring
-                log.exception("lease renewal failed", extra=self._context())
-                continue
-            if not held:
-                log.warning("lease lost", extra=self._context())
-                self.lost.set()
-                return
-
-    def _context(self) -> dict[str, str]:
-        return {"session_id": self._lease.session_id, "run_id": self._lease.run_id}
-
-    def __enter__(self) -> LeaseKeeper:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 class TurnExecutor:
@@ -86,6 +54,7 @@ class TurnExecutor:
         self.open_memory = open_memory
         self.dispatch = dispatch
         self.settings = settings
+        self.leases = LeaseRenewer(store, settings.lease_renew_ms / 1000)
 
     def execute(self, session_id: str, run_id: str, worker: str) -> str:
         """Run ``run_id`` if it is its session's turn; return what happened."""
@@ -97,9 +66,9 @@ class TurnExecutor:
                 self.dispatch(session_id, lease.next_run)
             return f"skipped ({lease.reason})"
         started = time.monotonic()
-        with LeaseKeeper(self.store, lease, self.settings.lease_renew_ms / 1000) as keeper:
+        with self.leases.hold(lease) as lost:
             try:
-                outcome = self._run(lease, keeper)
+                outcome = self._run(lease, lost)
             except LeaseLost:
                 return self._abandon(context)
         try:
@@ -120,8 +89,8 @@ class TurnExecutor:
         metrics().leases_lost.inc()
         return "abandoned (lease lost)"
 
-    def _run(self, lease: Lease, keeper: LeaseKeeper) -> Outcome:
-        record = self.store.get(lease.run_id, lease.session_id)
+    def _run(self, lease: Lease, lost: threading.Event) -> Outcome:
+        record = lease.record
         if record.attempts > 1:
             metrics().lease_takeovers.inc()
         elif record.started_at is not None:
@@ -135,23 +104,27 @@ class TurnExecutor:
                 "each time (FENCE_MAX_DELIVERIES)",
             )
         memory = self.open_memory(lease.session_id)
-        if memory.has_turn(lease.run_id):
-            return Outcome(RunState.SUCCEEDED, result=self.store.pending_result(lease) or "")
         factory = self.agents.get(record.agent)
         if factory is None:
             return Outcome(RunState.FAILED, error=f"unknown agent {record.agent!r}")
+        fresh = True  # the record read with the lease has just shown no cancel
 
         def checkpoint() -> None:
-            if keeper.lost.is_set():
+            nonlocal fresh
+            if lost.is_set():
                 raise LeaseLost(lease.session_id, lease.run_id)
-            if self.store.cancel_requested(lease):
+            if not fresh and self.store.cancel_requested(lease):
                 raise TurnCancelled
+            fresh = False
 
         attempts = self.settings.turn_retries + 1
         attempt = 1
         while True:
+            # Only an earlier delivery or attempt can have committed this turn.
+            if (record.attempts > 1 or attempt > 1) and memory.has_turn(lease.run_id):
+                return Outcome(RunState.SUCCEEDED, result=self.store.pending_result(lease) or "")
             try:
-                return self._attempt(record, lease, factory(memory), checkpoint)
+                return self._attempt(record, lease, factory(memory), checkpoint, lost)
             except TurnCancelled:
                 return Outcome(RunState.CANCELLED, error="cancelled while running")
             except LeaseLost:
@@ -173,7 +146,7 @@ class TurnExecutor:
                 if attempt == attempts:
                     return Outcome(RunState.FAILED, error=message)
                 delay = self.settings.turn_retry_backoff_s * 2 ** (attempt - 1)
-                if keeper.lost.wait(delay):
+                if lost.wait(delay):
                     raise LeaseLost(lease.session_id, lease.run_id) from error
                 attempt += 1
 
@@ -183,12 +156,17 @@ class TurnExecutor:
         lease: Lease,
         agent: Agent,
         checkpoint: Callable[[], None],
+        lost: threading.Event,
     ) -> Outcome:
         """One try: the agent loop, then the answer saved, then one fenced commit."""
         prepared = agent.prepare_turn(record.message, checkpoint=checkpoint)
-        checkpoint()
-        if not self.store.save_pending_result(lease, prepared.answer):
+        if lost.is_set():
             raise LeaseLost(lease.session_id, lease.run_id)
+        saved = self.store.save_answer(lease, prepared.answer)  # also checks lease and cancel
+        if saved == "lost":
+            raise LeaseLost(lease.session_id, lease.run_id)
+        if saved == "cancelled":
+            raise TurnCancelled
         memory = agent.memory
         try:
             memory.commit_turn(lease.run_id, prepared.messages, expected_last_seq=prepared.last_seq)

@@ -66,6 +66,7 @@ local function advance(session, mailbox, run_prefix, now)
     if not candidate then break end
     if redis.call('HGET', run_prefix .. candidate, 'state') == 'queued' then
       redis.call('HSET', session, 'active', candidate, 'progress_at', now)
+      redis.call('HDEL', session, 'redispatches')
       return candidate
     end
   end
@@ -99,7 +100,8 @@ end
 redis.call('HSET', KEYS[4], 'worker', ARGV[4])
 redis.call('HINCRBY', KEYS[4], 'attempts', 1)
 redis.call('HSET', KEYS[1], 'progress_at', ARGV[3])
-return {'acquired', tostring(token)}
+redis.call('HDEL', KEYS[1], 'redispatches')
+return {'acquired', tostring(token), redis.call('HGETALL', KEYS[4])}
 """
 )
 
@@ -111,11 +113,12 @@ redis.call('HSET', KEYS[2], 'progress_at', ARGV[3])
 return 1
 """
 
-SET_IF_LEASED = """
--- KEYS: lease, run   ARGV: token, field, value
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
-return 1
+SAVE_ANSWER = """
+-- KEYS: lease, run   ARGV: token, answer
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 'lost' end
+if redis.call('HGET', KEYS[2], 'cancel_requested') == '1' then return 'cancelled' end
+redis.call('HSET', KEYS[2], 'pending_result', ARGV[2])
+return 'saved'
 """
 
 FINISH = (
@@ -155,12 +158,18 @@ return {'cancelled'}
 
 SWEEP_SESSION = """
 -- KEYS: session, lease   ARGV: now, stall_after_s
+-- A run re-dispatched n times waits stall_after_s * 2^n (n <= 6) before the
+-- next: a run that is only queued behind a long backlog is not flooded with
+-- duplicates. ACQUIRE and ADVANCE reset n.
 local active = redis.call('HGET', KEYS[1], 'active')
 if not active then return {'idle'} end
 if redis.call('EXISTS', KEYS[2]) == 1 then return {'leased'} end
 local progress = tonumber(redis.call('HGET', KEYS[1], 'progress_at') or '0')
-if tonumber(ARGV[1]) - progress < tonumber(ARGV[2]) then return {'recent'} end
+local sent = tonumber(redis.call('HGET', KEYS[1], 'redispatches') or '0')
+local wait = tonumber(ARGV[2]) * 2 ^ math.min(sent, 6)
+if tonumber(ARGV[1]) - progress < wait then return {'recent'} end
 redis.call('HSET', KEYS[1], 'progress_at', ARGV[1])
+redis.call('HINCRBY', KEYS[1], 'redispatches', 1)
 return {'redispatch', active}
 """
 

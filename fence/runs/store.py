@@ -51,11 +51,13 @@ class Submission:
 
 @dataclass(frozen=True)
 class Lease:
-    """A worker's claim on a session, with the fencing token that proves it."""
+    """A worker's claim on a session, with the fencing token that proves it,
+    and the run's record as it was when the lease was taken."""
 
     session_id: str
     run_id: str
     token: str
+    record: RunRecord
 
 
 @dataclass(frozen=True)
@@ -91,7 +93,7 @@ class RunStore:
         self._submit = client.register_script(scripts.SUBMIT)
         self._acquire = client.register_script(scripts.ACQUIRE)
         self._renew = client.register_script(scripts.RENEW)
-        self._set_if_leased = client.register_script(scripts.SET_IF_LEASED)
+        self._save_answer = client.register_script(scripts.SAVE_ANSWER)
         self._finish = client.register_script(scripts.FINISH)
         self._cancel = client.register_script(scripts.CANCEL)
         self._sweep_session = client.register_script(scripts.SWEEP_SESSION)
@@ -207,7 +209,7 @@ class RunStore:
 
     def acquire(self, session_id: str, run_id: str, worker: str) -> Lease | Skip:
         """Take the session's lease for its active run, or say why not (``Skip``)."""
-        outcome, value = self._acquire(
+        outcome, value, *record = self._acquire(
             keys=[
                 keys.session(session_id),
                 keys.lease(session_id),
@@ -224,17 +226,21 @@ class RunStore:
             ],
         )
         if outcome == "acquired":
-            return Lease(session_id, run_id, value)
+            fields = dict(zip(record[0][::2], record[0][1::2], strict=True))
+            return Lease(session_id, run_id, value, RunRecord.from_hash(fields))
         return Skip(outcome, next_run=value or None)
 
-    def renew(self, lease: Lease) -> bool:
-        """Extend the lease; False means it was lost and the turn must stop."""
-        return bool(
+    def renew(self, leases: list[Lease]) -> list[bool]:
+        """Extend leases in one round trip; False means that lease was lost."""
+        pipe = self.redis.pipeline(transaction=False)
+        now = repr(time.time())
+        for lease in leases:
             self._renew(
                 keys=[keys.lease(lease.session_id), keys.session(lease.session_id)],
-                args=[lease.token, self.settings.lease_ms, repr(time.time())],
+                args=[lease.token, self.settings.lease_ms, now],
+                client=pipe,
             )
-        )
+        return [bool(held) for held in pipe.execute()]
 
     def holds(self, lease: Lease) -> bool:
         return self.redis.get(keys.lease(lease.session_id)) == lease.token
@@ -243,14 +249,16 @@ class RunStore:
         flag = self.redis.hget(keys.run(lease.session_id, lease.run_id), "cancel_requested")
         return flag == "1"
 
-    def save_pending_result(self, lease: Lease, answer: str) -> bool:
+    def save_answer(self, lease: Lease, answer: str) -> str:
         """Keep the answer before the memory commit, so a worker that finds the
-        turn already committed can finish the run without calling the model."""
-        return bool(
-            self._set_if_leased(
-                keys=[keys.lease(lease.session_id), keys.run(lease.session_id, lease.run_id)],
-                args=[lease.token, "pending_result", answer],
-            )
+        turn already committed can finish the run without calling the model.
+
+        Returns ``"saved"``, or ``"lost"`` (lease gone) or ``"cancelled"``: then
+        the turn must not be committed.
+        """
+        return self._save_answer(
+            keys=[keys.lease(lease.session_id), keys.run(lease.session_id, lease.run_id)],
+            args=[lease.token, answer],
         )
 
     def pending_result(self, lease: Lease) -> str | None:
@@ -265,7 +273,8 @@ class RunStore:
         Raises ``LeaseLost`` if another worker holds the session now.
         """
         sid, run_id = lease.session_id, lease.run_id
-        outcome = self._finish(
+        pipe = self.redis.pipeline(transaction=False)
+        self._finish(
             keys=[keys.session(sid), keys.mailbox(sid), keys.lease(sid), keys.run(sid, run_id)],
             args=[
                 lease.token,
@@ -278,10 +287,12 @@ class RunStore:
                 error,
                 keys.done_channel(run_id),
             ],
+            client=pipe,
         )
+        pipe.expire(keys.run_index(run_id), self.settings.run_ttl_s)  # harmless if lost
+        outcome, _ = pipe.execute()
         if outcome[0] == "lost":
             raise LeaseLost(sid, run_id)
-        self.redis.expire(keys.run_index(run_id), self.settings.run_ttl_s)
         return outcome[1] if outcome[0] == "next" else None
 
     # -- sweeper ------------------------------------------------------------

@@ -60,8 +60,8 @@ def test_a_lease_taken_over_refuses_the_old_holder(store: RunStore):
     new = store.acquire("s1", run.run_id, "w2")
 
     assert int(new.token) > int(old.token)
-    assert not store.renew(old)
-    assert not store.save_pending_result(old, "stale answer")
+    assert store.renew([old, new]) == [False, True]
+    assert store.save_answer(old, "stale answer") == "lost"
     with pytest.raises(LeaseLost):
         store.finish(old, RunState.SUCCEEDED, result="stale")
     assert store.finish(new, RunState.SUCCEEDED, result="fresh") is None
@@ -128,3 +128,29 @@ def test_a_session_whose_active_run_record_vanished_moves_on(store: RunStore):
 
     assert skip == Skip("missing", next_run=waiting.run_id)
     assert store.session("s1").active_run == waiting.run_id
+
+
+def test_the_lease_comes_with_the_run_record_and_the_answer_respects_cancel(store: RunStore):
+    run = store.submit(request(message="question"))
+    lease = store.acquire("s1", run.run_id, "w1")
+
+    assert (lease.record.message, lease.record.attempts, lease.record.worker) == (
+        "question",
+        1,
+        "w1",
+    )
+    store.cancel(run.run_id)
+    assert store.save_answer(lease, "too late") == "cancelled"
+    assert store.pending_result(lease) is None
+
+
+def test_repeated_redispatches_of_one_run_back_off(store: RunStore):
+    run = store.submit(request()).run_id
+    start = store.get(run).accepted_at
+
+    assert store.stalled_runs(now=start + 6) == [("s1", run)]  # stall 5 s
+    assert store.stalled_runs(now=start + 6 + 9) == []  # now waits 10 s
+    assert store.stalled_runs(now=start + 6 + 11) == [("s1", run)]
+    store.acquire("s1", run, "w1")  # a worker got it: the count resets
+    store.redis.delete(keys.lease("s1"))
+    assert store.stalled_runs(now=start + 6 + 11 + 6) == [("s1", run)]
