@@ -95,6 +95,11 @@ class TurnExecutor:
             metrics().lease_takeovers.inc()
         elif record.started_at is not None:
             metrics().queue_wait_seconds.observe(max(0.0, record.started_at - record.accepted_at))
+        memory = self.open_memory(lease.session_id)
+        # Only an earlier delivery can have committed this turn; if one did, the
+        # turn is done whatever was asked of it since.
+        if record.attempts > 1 and memory.has_turn(lease.run_id):
+            return Outcome(RunState.SUCCEEDED, result=self.store.pending_result(lease) or "")
         if record.cancel_requested:
             return Outcome(RunState.CANCELLED, error="cancelled before it started")
         if record.attempts > self.settings.max_deliveries:
@@ -103,7 +108,6 @@ class TurnExecutor:
                 error=f"started {record.attempts - 1} times without finishing; a worker died "
                 "each time (FENCE_MAX_DELIVERIES)",
             )
-        memory = self.open_memory(lease.session_id)
         factory = self.agents.get(record.agent)
         if factory is None:
             return Outcome(RunState.FAILED, error=f"unknown agent {record.agent!r}")
@@ -120,8 +124,8 @@ class TurnExecutor:
         attempts = self.settings.turn_retries + 1
         attempt = 1
         while True:
-            # Only an earlier delivery or attempt can have committed this turn.
-            if (record.attempts > 1 or attempt > 1) and memory.has_turn(lease.run_id):
+            # A failed attempt may have committed before it raised.
+            if attempt > 1 and memory.has_turn(lease.run_id):
                 return Outcome(RunState.SUCCEEDED, result=self.store.pending_result(lease) or "")
             try:
                 return self._attempt(record, lease, factory(memory), checkpoint, lost)
