@@ -118,12 +118,14 @@ class RunStore:
         run_id = uuid.uuid4().hex
         now = time.time()
         sid = request.session_id
-        self.redis.set(keys.run_index(run_id), sid)
-        self.redis.zadd(keys.ACTIVE_SESSIONS, {sid: now})
         fields = RunRecord.new_hash(run_id, request, now)
         flat = [item for pair in fields.items() for item in pair]
         idem = request.idempotency_key
-        outcome, found_id, position = self._submit(
+        # One round trip, in this order: the index entries exist before the run can.
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.set(keys.run_index(run_id), sid)
+        pipe.zadd(keys.ACTIVE_SESSIONS, {sid: now})
+        self._submit(
             keys=[
                 keys.session(sid),
                 keys.mailbox(sid),
@@ -140,7 +142,9 @@ class RunStore:
                 self.settings.run_ttl_s,
                 *flat,
             ],
+            client=pipe,
         )
+        _, _, (outcome, found_id, position) = pipe.execute()
         if outcome == "duplicate":
             self.redis.delete(keys.run_index(run_id))
             record = self.get(found_id)
