@@ -343,26 +343,6 @@ SessionId = Annotated[
 RunId = Annotated[str, Path(description="A run id returned by submit.")]
 
 
-def _gateway_dispatch(settings: Settings) -> Callable[[str, str], None]:
-    """Publish turns; a failed publish is logged, not raised: the run is already accepted
-    (durable in Redis) and the sweeper re-dispatches it, so the client must not retry."""
-    from workers.app import create_app as create_celery_app
-    from workers.dispatch import dispatcher
-
-    publish = dispatcher(create_celery_app(settings))
-
-    def dispatch(session_id: str, run_id: str) -> None:
-        try:
-            publish(session_id, run_id)
-        except Exception:
-            log.exception(
-                "publishing the turn failed; the sweeper will re-dispatch it",
-                extra={"session_id": session_id, "run_id": run_id},
-            )
-
-    return dispatch
-
-
 def create_app(
     settings: Settings | None = None,
     producer: Producer | None = None,
@@ -377,7 +357,7 @@ def create_app(
     if require_auth and not settings.api_tokens:
         raise GatewayConfigError("auth is required but FENCE_API_TOKENS names no token")
     if producer is None:
-        producer = Producer(settings=settings, dispatch=_gateway_dispatch(settings))
+        producer = Producer(settings=settings)
     if settings.default_agent not in producer.agents:  # loads FENCE_AGENTS: fails at start
         log.warning(
             "FENCE_DEFAULT_AGENT %r is not in FENCE_AGENTS (%s): requests must name an agent",

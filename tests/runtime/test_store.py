@@ -8,6 +8,7 @@ from redis.crc import key_slot
 
 from fence.runs import LeaseLost, RunRequest, RunState, RunStore, Skip, keys
 from fence.settings import Settings
+from producer import Producer
 
 
 @pytest.fixture
@@ -154,3 +155,16 @@ def test_repeated_redispatches_of_one_run_back_off(store: RunStore):
     store.acquire("s1", run, "w1")  # a worker got it: the count resets
     store.redis.delete(keys.lease("s1"))
     assert store.stalled_runs(now=start + 6 + 11 + 6) == [("s1", run)]
+
+
+def test_a_run_whose_publish_failed_is_still_accepted_and_left_to_the_sweeper(store: RunStore):
+    def broker_down(session_id: str, run_id: str) -> None:
+        raise ConnectionError("broker unreachable")
+
+    producer = Producer(settings=store.settings, agents=["demo"], dispatch=broker_down)
+
+    run = producer.submit("s1", "hello", agent="demo")
+
+    accepted = run.status()
+    assert accepted.state is RunState.QUEUED
+    assert store.stalled_runs(now=accepted.accepted_at + 6) == [("s1", run.id)]
