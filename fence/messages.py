@@ -12,8 +12,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from fence.settings import get_settings
 from fence.tokens import count_tokens
 
-SESSION_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$")
-TURN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$")
+IDENTIFIER_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$")
+"""Session ids, turn ids, agent names and idempotency keys: no ``{}`` (Redis hash
+tags), no ``#`` (DynamoDB keys), nothing a URL path would need to escape."""
+IDENTIFIER_RULE = (
+    "1-128 characters of letters, digits and _ . : @ -, starting with a letter or digit"
+)
 MESSAGE_OVERHEAD_TOKENS = 3
 """Tokens a chat format spends on each message's role and separators."""
 
@@ -25,14 +29,15 @@ class Role(StrEnum):
     TOOL = "tool"
 
 
+def validate_identifier(value: object, field: str) -> str:
+    """Return ``value`` or raise ``ValueError`` naming ``field`` and the rule it breaks."""
+    if not isinstance(value, str) or not IDENTIFIER_PATTERN.fullmatch(value):
+        raise ValueError(f"{field}: must be {IDENTIFIER_RULE} (got {value!r:.80})")
+    return value
+
+
 def validate_session_id(session_id: object, field: str = "session_id") -> str:
-    """Return ``session_id`` or raise ``ValueError`` naming the rule it breaks."""
-    if not isinstance(session_id, str) or not SESSION_ID_PATTERN.fullmatch(session_id):
-        raise ValueError(
-            f"{field}: must be 1-128 characters of letters, digits and _ . : @ -, "
-            f"starting with a letter or digit (got {session_id!r:.80})"
-        )
-    return session_id
+    return validate_identifier(session_id, field)
 
 
 def _require_json(value: dict[str, Any], field: str) -> dict[str, Any]:
@@ -53,13 +58,7 @@ def utf8(text: str, field: str) -> bytes:
 
 
 def validate_turn_id(turn_id: object) -> str:
-    """Return ``turn_id`` or raise ``ValueError`` naming the rule it breaks."""
-    if not isinstance(turn_id, str) or not TURN_ID_PATTERN.fullmatch(turn_id):
-        raise ValueError(
-            "turn_id: must be 1-128 characters of letters, digits and _ . : @ -, "
-            f"starting with a letter or digit (got {turn_id!r:.80})"
-        )
-    return turn_id
+    return validate_identifier(turn_id, "turn_id")
 
 
 class ToolCall(BaseModel):

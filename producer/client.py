@@ -63,13 +63,13 @@ class Run:
 
     def result(self, timeout: float = 60.0) -> str:
         """Wait (no polling) for the answer; raise ``RunError`` or ``RunTimeout``."""
-        record = self._store.wait(self.id, timeout)
+        record = self._store.wait(self.id, timeout, self.session_id)
         if record.state is RunState.SUCCEEDED:
             return record.result or ""
         raise ERRORS[record.state](record)
 
     def cancel(self) -> RunRecord:
-        return self._store.cancel(self.id)
+        return self._store.cancel(self.id, self.session_id)
 
     def __repr__(self) -> str:
         return f"Run(id={self.id!r}, session_id={self.session_id!r})"

@@ -37,7 +37,7 @@ def store() -> RunStore:
 
 @lru_cache(maxsize=1)
 def executor() -> TurnExecutor:
-    """Built once per worker process, on its first turn."""
+    """Built once, in the main process at start-up (inherited by the pool's forks)."""
     settings = get_settings()
     if settings.memory.startswith("fleeting:"):
         raise ValueError(

@@ -18,7 +18,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from fence.agents import Agent
 from fence.errors import StaleWriteError
 from fence.memory.base import BaseMemory
-from fence.runs import Lease, LeaseLost, Registry, RunRecord, RunState, RunStore
+from fence.runs import Lease, LeaseLost, Registry, RunState, RunStore
 from fence.settings import Settings
 from workers.dispatch import Dispatch
 from workers.leases import LeaseRenewer
@@ -128,7 +128,7 @@ class TurnExecutor:
             if attempt > 1 and memory.has_turn(lease.run_id):
                 return Outcome(RunState.SUCCEEDED, result=self.store.pending_result(lease) or "")
             try:
-                return self._attempt(record, lease, factory(memory), checkpoint, lost)
+                return self._attempt(lease, factory(memory), checkpoint, lost)
             except TurnCancelled:
                 return Outcome(RunState.CANCELLED, error="cancelled while running")
             except LeaseLost:
@@ -156,14 +156,13 @@ class TurnExecutor:
 
     def _attempt(
         self,
-        record: RunRecord,
         lease: Lease,
         agent: Agent,
         checkpoint: Callable[[], None],
         lost: threading.Event,
     ) -> Outcome:
         """One try: the agent loop, then the answer saved, then one fenced commit."""
-        prepared = agent.prepare_turn(record.message, checkpoint=checkpoint)
+        prepared = agent.prepare_turn(lease.record.message, checkpoint=checkpoint)
         if lost.is_set():
             raise LeaseLost(lease.session_id, lease.run_id)
         saved = self.store.save_answer(lease, prepared.answer)  # also checks lease and cancel

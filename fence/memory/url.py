@@ -10,7 +10,7 @@ backend's constructor.
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import partial
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from fence.memory.base import BaseMemory
@@ -45,8 +45,10 @@ def memory_factory(url: str) -> MemoryFactory:
         from fence.memory.dynamodb import DynamoDBMemory
 
         options.setdefault("primary_key_name", "session_id")
-        return lambda session_id: DynamoDBMemory(
-            table_name=parts.netloc, primary_key_value=session_id, **options
+        return _sharing_client(
+            lambda session_id, client: DynamoDBMemory(
+                table_name=parts.netloc, primary_key_value=session_id, client=client, **options
+            )
         )
     if parts.scheme == "agentcore":
         if not parts.netloc:
@@ -54,7 +56,15 @@ def memory_factory(url: str) -> MemoryFactory:
         from fence.memory.agentcore import AgentCoreMemory
 
         agent_id = str(options.pop("agent_id", "fence"))
-        return partial(_agentcore, AgentCoreMemory, agent_id, parts.netloc, options)
+        return _sharing_client(
+            lambda session_id, client: AgentCoreMemory(
+                agent_id=agent_id,
+                session_id=session_id,
+                memory_id=parts.netloc,
+                client=client,
+                **options,
+            )
+        )
     if parts.scheme == "fleeting":
         from fence.memory.fleeting import FleetingMemory
 
@@ -64,7 +74,19 @@ def memory_factory(url: str) -> MemoryFactory:
     )
 
 
-def _agentcore(
-    cls: type[BaseMemory], agent_id: str, memory_id: str, options: dict, session_id: str
-) -> BaseMemory:
-    return cls(agent_id=agent_id, session_id=session_id, memory_id=memory_id, **options)
+def _sharing_client(open_memory: Callable[[str, Any], BaseMemory]) -> MemoryFactory:
+    """Open each session's memory on one boto3 client, made by the first one.
+
+    Workers open a memory per turn; a new boto3 client per turn would resolve
+    credentials and endpoints and open connections on the hot path. Clients
+    are thread-safe, and the first is made in the process that uses it.
+    """
+    client: Any = None
+
+    def open_session(session_id: str) -> BaseMemory:
+        nonlocal client
+        memory = open_memory(session_id, client)
+        client = memory.client
+        return memory
+
+    return open_session

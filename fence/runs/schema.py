@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import json
-import re
 from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from fence.messages import utf8, validate_session_id
+from fence.messages import IDENTIFIER_PATTERN, utf8, validate_identifier, validate_session_id
 from fence.settings import get_settings
 
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$")
+NAME_PATTERN = IDENTIFIER_PATTERN
 MAX_METADATA_BYTES = 16 * 1024
 
 
@@ -38,15 +37,6 @@ class Strategy(StrEnum):
     """Refuse it: the run is recorded as ``rejected``."""
     INTERRUPT = "interrupt"
     """Cancel the running turn without committing it; run this one next."""
-
-
-def _check_name(value: str, field: str) -> str:
-    if not NAME_PATTERN.fullmatch(value):
-        raise ValueError(
-            f"{field}: must be 1-128 characters of letters, digits and _ . : @ -, "
-            "starting with a letter or digit"
-        )
-    return value
 
 
 class RunRequest(BaseModel):
@@ -79,12 +69,12 @@ class RunRequest(BaseModel):
     @field_validator("agent")
     @classmethod
     def _agent(cls, value: str) -> str:
-        return _check_name(value, "agent")
+        return validate_identifier(value, "agent")
 
     @field_validator("idempotency_key")
     @classmethod
     def _idempotency_key(cls, value: str | None) -> str | None:
-        return None if value is None else _check_name(value, "idempotency_key")
+        return None if value is None else validate_identifier(value, "idempotency_key")
 
     @field_validator("metadata")
     @classmethod

@@ -54,10 +54,16 @@ class Lease:
     """A worker's claim on a session, with the fencing token that proves it,
     and the run's record as it was when the lease was taken."""
 
-    session_id: str
-    run_id: str
     token: str
     record: RunRecord
+
+    @property
+    def session_id(self) -> str:
+        return self.record.session_id
+
+    @property
+    def run_id(self) -> str:
+        return self.record.id
 
 
 @dataclass(frozen=True)
@@ -147,7 +153,7 @@ class RunStore:
         _, _, (outcome, found_id, position) = pipe.execute()
         if outcome == "duplicate":
             self.redis.delete(keys.run_index(run_id))
-            record = self.get(found_id)
+            record = self.get(found_id, sid)
             return Submission(found_id, record.state, -1, dispatch=False, duplicate=True)
         if outcome == "rejected":
             self.redis.expire(keys.run_index(run_id), self.settings.run_ttl_s)
@@ -169,10 +175,10 @@ class RunStore:
             raise RunNotFound(run_id)
         return RunRecord.from_hash(fields)
 
-    def cancel(self, run_id: str) -> RunRecord:
+    def cancel(self, run_id: str, session_id: str | None = None) -> RunRecord:
         """Cancel durably: a queued run leaves the mailbox; a running one stops at its
         next step and commits nothing. Cancelling a finished run changes nothing."""
-        sid = self.session_of(run_id)
+        sid = session_id or self.session_of(run_id)
         [outcome] = self._cancel(
             keys=[keys.session(sid), keys.mailbox(sid), keys.run(sid, run_id)],
             args=[run_id, repr(time.time()), self.settings.run_ttl_s, keys.done_channel(run_id)],
@@ -190,14 +196,15 @@ class RunStore:
         active, queued = pipe.execute()
         return SessionInfo(session_id, active, queued)
 
-    def wait(self, run_id: str, timeout: float) -> RunRecord:
+    def wait(self, run_id: str, timeout: float, session_id: str | None = None) -> RunRecord:
         """Block until the run is terminal, without polling: subscribe, then check."""
+        session_id = session_id or self.session_of(run_id)
         deadline = time.monotonic() + timeout
         pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
         try:
             pubsub.subscribe(keys.done_channel(run_id))
             while True:
-                record = self.get(run_id)
+                record = self.get(run_id, session_id)
                 if record.state.terminal:
                     return record
                 remaining = deadline - time.monotonic()
@@ -231,7 +238,7 @@ class RunStore:
         )
         if outcome == "acquired":
             fields = dict(zip(record[0][::2], record[0][1::2], strict=True))
-            return Lease(session_id, run_id, value, RunRecord.from_hash(fields))
+            return Lease(value, RunRecord.from_hash(fields))
         return Skip(outcome, next_run=value or None)
 
     def renew(self, leases: list[Lease]) -> list[bool]:

@@ -31,6 +31,7 @@ def test_dynamodb_url_opens_the_named_table(aws_endpoint, seed_layout_table):
     memory = open_memory("user_1")
     assert isinstance(memory, DynamoDBMemory)
     assert [m.content for m in memory.get_messages()] == ["stored in DynamoDB"]
+    assert open_memory("user_2").client is memory.client  # one boto3 client, not one per turn
 
 
 def test_agentcore_url_passes_integer_options(aws_endpoint, agentcore_memory_id):
