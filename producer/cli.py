@@ -31,6 +31,8 @@ import redis
 from pydantic import ValidationError
 
 from fence.errors import FenceError
+from fence.memory.url import memory_factory
+from fence.messages import validate_session_id
 from fence.runs import RunNotFound, RunRecord, RunState, RunTimeout, Strategy, keys
 from fence.settings import Settings, get_settings
 from producer.local_stack import StackError
@@ -123,34 +125,32 @@ def _cancelling(record: RunRecord) -> bool:
     return record.cancel_requested and not record.state.terminal
 
 
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number of seconds (got {text!r})") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0 (got {text})")
-    return value
+def _number(
+    name: str, convert: Callable[[str], Any], kind: str, accept: Callable[[Any], bool], rule: str
+) -> Callable[[str], Any]:
+    """An argparse ``type``: ``convert`` the text, then refuse values ``accept`` rejects.
+    Errors read ``must be <kind>`` (not a number) or ``must be <rule>`` (out of range)."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {kind} (got {text!r})") from None
+        if not accept(value):
+            raise argparse.ArgumentTypeError(f"must be {rule} (got {text})")
+        return value
+
+    parse.__name__ = name
+    return parse
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number (got {text!r})") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1 (got {value})")
-    return value
-
-
-def port_number(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a port number (got {text!r})") from None
-    if not 0 <= value < 65536:
-        raise argparse.ArgumentTypeError(f"must be 0-65535, 0 for any free port (got {value})")
-    return value
+positive_float = _number(
+    "positive_float", float, "a number of seconds", lambda v: v > 0, "more than 0"
+)
+positive_int = _number("positive_int", int, "a whole number", lambda v: v >= 1, "at least 1")
+port_number = _number(
+    "port_number", int, "a port number", lambda v: 0 <= v < 65536, "0-65535, 0 for any free port"
+)
 
 
 def json_object(text: str) -> dict[str, Any]:
@@ -183,9 +183,13 @@ def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
         metadata=args.metadata,
     )
     record = run.status()
-    if record.state is RunState.REJECTED:
+
+    def emit(record: RunRecord) -> None:
         if args.json:
             emit_json({**record_dict(record), "position": run.position})
+
+    if record.state is RunState.REJECTED:
+        emit(record)
         raise CliError(f"run {run.id} rejected: {record.error}")
     if not args.json:
         if run.position < 0:
@@ -198,8 +202,7 @@ def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
                 f"{run.position} run(s)"
             )
     if args.wait is None:
-        if args.json:
-            emit_json({**record_dict(record), "position": run.position})
+        emit(record)
         return EXIT_OK
     try:
         record = producer.store.wait(run.id, args.wait)
@@ -208,13 +211,11 @@ def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
             f"run {run.id} is still running after {args.wait:g} s; it goes on: "
             f"fence status {run.id}"
         )
-        if args.json:
-            emit_json({**record_dict(run.status()), "position": run.position})
+        emit(run.status())
         print(f"fence: {message}", file=sys.stderr)
         return EXIT_TIMEOUT
-    if args.json:
-        emit_json({**record_dict(record), "position": run.position})
-    elif record.state is RunState.SUCCEEDED:
+    emit(record)
+    if not args.json and record.state is RunState.SUCCEEDED:
         took = (record.finished_at or 0) - record.accepted_at
         print(f"succeeded in {took:.2f} s:")
         print(record.result or "")
@@ -233,9 +234,9 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
-    producer = make_producer(settings)
-    before = producer.run(args.run).status()
-    record = producer.run(args.run).cancel()
+    run = make_producer(settings).run(args.run)
+    before = run.status()
+    record = run.cancel()
     if args.json:
         emit_json(record_dict(record))
     if before.state.terminal:
@@ -252,9 +253,6 @@ def cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_history(args: argparse.Namespace, settings: Settings) -> int:
-    from fence.memory.url import memory_factory
-    from fence.messages import validate_session_id
-
     validate_session_id(args.session, "session")
     memory = memory_factory(settings.memory)(args.session)
     messages = memory.get_messages()
@@ -286,14 +284,14 @@ def cmd_history(args: argparse.Namespace, settings: Settings) -> int:
 
 def session_state(settings: Settings, session_id: str) -> dict[str, Any]:
     """Everything about a session's queue a person needs to tell if it is stuck."""
-    from fence.messages import validate_session_id
-
     validate_session_id(session_id, "session")
     producer = make_producer(settings)
     info = producer.session(session_id)
-    client = producer.store.redis
-    progress = client.hget(keys.session(session_id), "progress_at")
-    lease_ttl_ms = client.pttl(keys.lease(session_id))
+    pipe = producer.store.redis.pipeline(transaction=True)  # token and TTL of one lease
+    pipe.hget(keys.session(session_id), "progress_at")
+    pipe.get(keys.lease(session_id))
+    pipe.pttl(keys.lease(session_id))
+    progress, lease_token, lease_ttl_ms = pipe.execute()
     active: dict[str, Any] | None = None
     if info.active_run:
         try:
@@ -306,9 +304,7 @@ def session_state(settings: Settings, session_id: str) -> dict[str, Any]:
         "active_run": active,
         "queued": info.queued,
         "lease": (
-            {"token": client.get(keys.lease(session_id)), "expires_in_ms": lease_ttl_ms}
-            if lease_ttl_ms >= 0
-            else None
+            {"token": lease_token, "expires_in_ms": lease_ttl_ms} if lease_ttl_ms >= 0 else None
         ),
         "last_progress_at": float(progress) if progress else None,
         "stall_after_s": settings.stall_after_s,
@@ -368,8 +364,10 @@ def redispatch(settings: Settings, state: dict[str, Any]) -> str:
 
 
 def demo_settings(settings: Settings) -> tuple[Any, Callable[[str], Any]]:
-    """A Producer and memory opener for ``settings`` (shared by ``demo`` and ``stack``)."""
-    from fence.memory.url import memory_factory
+    """A Producer and memory opener for ``settings`` (shared by ``demo`` and ``stack``).
+
+    The dispatcher is made here, not lazily on the first submit as ``Producer`` would,
+    because the demo submits from many threads at once."""
     from producer.client import Producer
     from workers.app import create_app
     from workers.dispatch import dispatcher

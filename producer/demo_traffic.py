@@ -101,7 +101,7 @@ class Progress:
         self.width = width
         self.ok = 0
         self.failed = 0
-        self._tty = bool(getattr(out, "isatty", lambda: False)())
+        self._tty = bool(getattr(self.out, "isatty", lambda: False)())
         self._last_decile = -1
         self._lock = threading.Lock()
         self._start = time.monotonic()

@@ -53,7 +53,6 @@ from fence.settings import Settings, get_settings
 from producer.client import Producer
 from producer.gateway_metrics import GatewayMetrics
 from producer.gateway_models import (
-    NAME_RULE,
     NAME_SCHEMA,
     ComponentHealth,
     ErrorDetail,
@@ -149,7 +148,7 @@ def _problems(errors: Iterable[dict[str, Any]], *, from_request: bool) -> list[F
             problems.append(FieldProblem(field="body", message=f"body: invalid JSON ({detail})"))
             continue
         if error.get("type") == "extra_forbidden":
-            message = "unknown field; allowed: message, agent, idempotency_key, strategy, metadata"
+            message = f"unknown field; allowed: {', '.join(SubmitBody.model_fields)}"
         else:
             message = _strip_value_error(str(error.get("msg", "invalid")))
         field = ".".join(loc) if loc else "body"
@@ -162,9 +161,7 @@ def _invalid(problems: list[FieldProblem]) -> GatewayError:
     return GatewayError(422, "invalid", first.message, field=first.field, details=problems)
 
 
-REQUEST_FIELDS = frozenset(
-    {"session_id", "message", "agent", "idempotency_key", "strategy", "metadata"}
-)
+REQUEST_FIELDS = frozenset({"session_id", *SubmitBody.model_fields})
 
 
 def _invalid_from_value_error(error: ValueError) -> GatewayError | None:
@@ -420,8 +417,6 @@ def create_app(
     )
     def submit_run(session_id: SessionId, body: SubmitBody, response: Response) -> SubmitResponse:
         """Accepted means durable: the run is in Redis before this answers."""
-        if body.agent == "":  # Producer would read "" as "the default agent"
-            raise _invalid([FieldProblem(field="agent", message=f"agent: must be {NAME_RULE}")])
         try:
             run = producer.submit(
                 session_id,

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from fence.messages import Message, ToolCall
+from fence.messages import IDENTIFIER_RULE, Message, ToolCall
 from fence.runs import RunRecord, RunState, Strategy
 from fence.runs.schema import MAX_METADATA_BYTES, NAME_PATTERN
 
-NAME_RULE = "1-128 characters of letters, digits and _ . : @ -, starting with a letter or digit"
+NAME_RULE = IDENTIFIER_RULE
 # JSON Schema patterns are searched, not full-matched, and ``$`` means end of text there.
 NAME_SCHEMA: dict[str, Any] = {
     "pattern": NAME_PATTERN.pattern,
@@ -82,17 +82,6 @@ class SubmitBody(BaseModel):
         description=f"Free-form JSON object stored with the run (at most {MAX_METADATA_BYTES} "
         "bytes as JSON).",
     )
-
-    @field_validator("message")
-    @classmethod
-    def _encodable(cls, value: str) -> str:
-        """JSON may carry lone surrogates (``\\ud800``); Redis and the memories cannot store
-        them, so refuse them here rather than fail half-way through the write."""
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise ValueError("message: must be valid Unicode (no lone surrogates)") from None
-        return value
 
 
 class SubmitResponse(BaseModel):

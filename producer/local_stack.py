@@ -5,6 +5,7 @@ shut down together, leaving no process behind."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import shutil
@@ -244,7 +245,6 @@ class LocalStack:
 
     def _start(self) -> None:
         config = self.config
-        cwd = config.cwd
         taken = self._ports
         redis_port = pick_port(config.redis_port, None, "--redis-port", taken)
         flower_port = (
@@ -284,43 +284,27 @@ class LocalStack:
                     name,
                     {**self.env, **self._metrics_env(name)},
                     concurrency=config.concurrency,
-                    cwd=cwd,
-                    log_path=self.logs / f"{name}.log",
-                    echo=config.echo,
+                    **self._output(name),
                 )
             )
-        beat = launch_beat(
-            self.env,
-            self.directory / "beat-schedule",
-            cwd=cwd,
-            log_path=self.logs / "beat.log",
-            echo=config.echo,
-        )
-        self.services.append(beat)
         waits: list[tuple[ManagedProcess, str]] = [(w, WORKER_READY) for w in self.workers]
-        waits.append((beat, BEAT_READY))
+
+        def service(process: ManagedProcess, ready: str) -> None:
+            self.services.append(process)
+            waits.append((process, ready))
+
+        schedule = self.directory / "beat-schedule"
+        service(launch_beat(self.env, schedule, **self._output("beat")), BEAT_READY)
         if flower_port is not None:
             flower = launch_flower(
-                self.env,
-                flower_port,
-                self.flower_auth,
-                cwd=cwd,
-                log_path=self.logs / "flower.log",
-                echo=config.echo,
+                self.env, flower_port, self.flower_auth, **self._output("flower")
             )
-            self.services.append(flower)
-            waits.append((flower, FLOWER_READY))
+            service(flower, FLOWER_READY)
             self.flower_url = f"http://127.0.0.1:{flower_port}"
         if gateway_port is not None:
-            gateway = launch_gateway(
-                {**self.env, "FENCE_API_TOKENS": self.api_tokens},
-                gateway_port,
-                cwd=cwd,
-                log_path=self.logs / "gateway.log",
-                echo=config.echo,
-            )
-            self.services.append(gateway)
-            waits.append((gateway, GATEWAY_READY))
+            gateway_env = {**self.env, "FENCE_API_TOKENS": self.api_tokens}
+            gateway = launch_gateway(gateway_env, gateway_port, **self._output("gateway"))
+            service(gateway, GATEWAY_READY)
             self.gateway_url = f"http://127.0.0.1:{gateway_port}"
         self._remember()
         for process, ready in waits:
@@ -333,11 +317,17 @@ class LocalStack:
         self._write_env_file()
         self._remember()
 
+    def _output(self, name: str) -> dict[str, Any]:
+        """Where process ``name`` runs and writes (``ManagedProcess``'s output options)."""
+        return {
+            "cwd": self.config.cwd,
+            "log_path": self.logs / f"{name}.log",
+            "echo": self.config.echo,
+        }
+
     def _remember(self) -> None:
         """Record the children (pid and start time), so a later stack on this directory
         can stop them if this one is killed before it could."""
-        import json
-
         record = {p.name: [p.process.pid, _start_time(p.process.pid)] for p in self.processes}
         (self.directory / "pids.json").write_text(json.dumps(record), encoding="utf-8")
 
@@ -345,8 +335,6 @@ class LocalStack:
         """Stop the children of a previous stack on this directory that died without
         stopping them (SIGKILL, a closed terminal): two Redis servers must never
         share one AOF directory."""
-        import json
-
         path = self.directory / "pids.json"
         try:
             record = json.loads(path.read_text(encoding="utf-8"))
@@ -376,11 +364,7 @@ class LocalStack:
         path.unlink(missing_ok=True)
 
     def _metrics_env(self, name: str) -> dict[str, str]:
-        """A Prometheus port and multiprocess directory per worker, if workers serve metrics."""
-        from fence.settings import Settings
-
-        if "metrics_port" not in Settings.model_fields:
-            return {}
+        """A Prometheus port and multiprocess directory per worker."""
         port = pick_port(0, None, "metrics", self._ports)
         directory = self.directory / "metrics" / name
         shutil.rmtree(directory, ignore_errors=True)
@@ -389,11 +373,6 @@ class LocalStack:
         return {"FENCE_METRICS_PORT": str(port), "PROMETHEUS_MULTIPROC_DIR": str(directory)}
 
     def _start_dynamodb(self) -> dict[str, str]:
-        import importlib.util
-
-        for module in ("fence.memory.dynamodb", "fence.memory.aws_setup"):
-            if importlib.util.find_spec(module) is None:
-                raise StackError(f"--memory dynamodb: {module} is not in this checkout")
         self.dynamodb = LocalDynamoDB()
         self.dynamodb.start()
         os.environ.update(LOCAL_AWS_ENV)  # this process reads the table too (demo, checks)
