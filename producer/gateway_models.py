@@ -12,14 +12,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from fence.messages import IDENTIFIER_RULE, Message, ToolCall
+from fence.messages import IDENTIFIER_PATTERN, IDENTIFIER_RULE, Message, ToolCall
 from fence.runs import RunRecord, RunState, Strategy
-from fence.runs.schema import MAX_METADATA_BYTES, NAME_PATTERN
+from fence.runs.schema import MAX_METADATA_BYTES
 
-NAME_RULE = IDENTIFIER_RULE
 # JSON Schema patterns are searched, not full-matched, and ``$`` means end of text there.
 NAME_SCHEMA: dict[str, Any] = {
-    "pattern": NAME_PATTERN.pattern,
+    "pattern": IDENTIFIER_PATTERN.pattern,
     "minLength": 1,
     "maxLength": 128,
 }
@@ -63,13 +62,13 @@ class SubmitBody(BaseModel):
     )
     agent: str | None = Field(
         default=None,
-        description=f"Agent name from the workers' registry ({NAME_RULE}); "
+        description=f"Agent name from the workers' registry ({IDENTIFIER_RULE}); "
         "default FENCE_DEFAULT_AGENT.",
         json_schema_extra=NAME_SCHEMA,
     )
     idempotency_key: str | None = Field(
         default=None,
-        description=f"Submitting again with the same key returns the same run ({NAME_RULE}).",
+        description=f"Submitting again with the same key returns the same run ({IDENTIFIER_RULE}).",
         json_schema_extra=NAME_SCHEMA,
     )
     strategy: Strategy = Field(

@@ -8,10 +8,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from fence.messages import IDENTIFIER_PATTERN, utf8, validate_identifier, validate_session_id
+from fence.messages import utf8, validate_identifier, validate_session_id
 from fence.settings import get_settings
 
-NAME_PATTERN = IDENTIFIER_PATTERN
 MAX_METADATA_BYTES = 16 * 1024
 
 
