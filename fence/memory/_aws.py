@@ -77,12 +77,18 @@ def _default_session() -> boto3.session.Session:
 def make_client(
     service: str,
     *,
-    region: str | None,
-    endpoint_url: str | None,
-    boto3_session: boto3.session.Session | None,
     what: str,
+    client: BaseClient | None = None,
+    region: str | None = None,
+    endpoint_url: str | None = None,
+    boto3_session: boto3.session.Session | None = None,
 ) -> BaseClient:
-    """A client with fence's retry policy; ``what`` names the resource in errors."""
+    """``client`` if given, else a new client with fence's retry policy.
+
+    ``what`` names the resource in errors.
+    """
+    if client is not None:
+        return client
     with _session_lock:  # boto3 sessions are not thread-safe while creating clients
         session = boto3_session or _default_session()
         try:

@@ -123,13 +123,21 @@ def _event_order(event_id: str) -> tuple[int, str]:
     return (int(millis) if millis.isdigit() else 0, rest)
 
 
+def _decode(blob: dict[str, Any]) -> Message:
+    """The message a ``message`` blob holds."""
+    return Message.from_record(
+        json.loads(blob["record"]), seq=int(blob["seq"]), turn_id=blob.get("turn_id")
+    )
+
+
 @dataclass
 class _TurnEvent:
     event_id: str
     first: int
     last: int
     turn_id: str | None
-    messages: list[Message]
+    blobs: list[dict[str, Any]]
+    """The event's ``message`` blobs, decoded only when read (none without payloads)."""
 
 
 @dataclass
@@ -154,13 +162,15 @@ class _State:
     def last_seq(self) -> int:
         return max([self.cleared_seq, *(t.last for t in self.turns)])
 
-    def visible_messages(self) -> list[Message]:
+    def visible_blobs(self) -> list[dict[str, Any]]:
+        """The blobs of messages after the clear watermark, oldest first."""
+        cleared = self.cleared_seq
         ordered = sorted(
             (
-                (m.seq or 0, _event_order(t.event_id), i, m)
+                (int(b["seq"]), _event_order(t.event_id), i, b)
                 for t in self.turns
-                for i, m in enumerate(t.messages)
-                if (m.seq or 0) > self.cleared_seq
+                for i, b in enumerate(t.blobs)
+                if int(b["seq"]) > cleared
             ),
             key=lambda row: row[:3],
         )
@@ -223,12 +233,13 @@ class AgentCoreMemory(BaseMemory):
         self.page_size = page_size
         self.agentcore_session_id = agentcore_session_id(self.session_id)
         self._what = f"AgentCore memory {memory_id!r}"
-        self._client = client or _aws.make_client(
+        self._client = _aws.make_client(
             "bedrock-agentcore",
+            what=self._what,
+            client=client,
             region=region,
             endpoint_url=endpoint_url,
             boto3_session=boto3_session,
-            what=self._what,
         )
 
     @property
@@ -305,20 +316,13 @@ class AgentCoreMemory(BaseMemory):
                 if isinstance(p.get("blob"), dict) and "fence" in p["blob"]
             ]
             if kind == "turn":
-                messages = [
-                    Message.from_record(
-                        json.loads(b["record"]), seq=int(b["seq"]), turn_id=b.get("turn_id")
-                    )
-                    for b in blobs
-                    if b["fence"] == "message"
-                ]
                 state.turns.append(
                     _TurnEvent(
                         event_id,
                         int(meta["fence_seq"]),
                         int(meta["fence_last"]),
                         meta.get("fence_turn"),
-                        messages,
+                        [b for b in blobs if b["fence"] == "message"],
                     )
                 )
             elif kind == "system":
@@ -357,22 +361,21 @@ class AgentCoreMemory(BaseMemory):
             last = state.last_seq
             if expected_last_seq is not None and expected_last_seq != last:
                 raise StaleWriteError.moved_on(self.session_id, expected_last_seq, last)
-            first = last + 1
-            payload = []
-            for offset, record in enumerate(records):
-                blob: dict[str, Any] = {"fence": "message", "seq": first + offset, "record": record}
-                if turn_id is not None:
-                    blob["turn_id"] = turn_id
-                payload.append({"blob": blob})
+            first, claimed_last = last + 1, last + len(records)
+            turn = {"turn_id": turn_id} if turn_id is not None else {}
+            payload = [
+                {"blob": {"fence": "message", "seq": first + offset, "record": record, **turn}}
+                for offset, record in enumerate(records)
+            ]
             metadata = {
                 "fence_kind": "turn",
                 "fence_seq": str(first),
-                "fence_last": str(first + len(records) - 1),
+                "fence_last": str(claimed_last),
             }
             if turn_id is not None:
                 metadata["fence_turn"] = turn_id
             ours = self._create(payload, metadata, self._client_token(writer, 0, first, attempt))
-            outcome = self._verify(ours, first, first + len(records) - 1, turn_id)
+            outcome = self._verify(ours, first, claimed_last, turn_id)
             if outcome == "kept":
                 return True
             self._delete(ours)
@@ -431,11 +434,11 @@ class AgentCoreMemory(BaseMemory):
 
     def _read_window(self, max_tokens: int | None, at_least_one: bool = False) -> Window:
         state = self._load()
-        messages = state.visible_messages()
-        return take_window(reversed(messages), max_tokens, at_least_one, state.last_seq)
+        newest_first = map(_decode, reversed(state.visible_blobs()))  # decodes what it keeps
+        return take_window(newest_first, max_tokens, at_least_one, state.last_seq)
 
     def _read_all(self) -> list[Message]:
-        return self._load().visible_messages()
+        return [_decode(blob) for blob in self._load().visible_blobs()]
 
     # -- maintenance ----------------------------------------------------------
 

@@ -41,19 +41,6 @@ DEFAULT_TABLE = "agent-memory"
 DEFAULT_MEMORY_NAME = "fence_memory"
 
 
-def _client(
-    service: str,
-    client: BaseClient | None,
-    region: str | None,
-    endpoint_url: str | None,
-    boto3_session: boto3.session.Session | None,
-    what: str,
-) -> BaseClient:
-    return client or _aws.make_client(
-        service, region=region, endpoint_url=endpoint_url, boto3_session=boto3_session, what=what
-    )
-
-
 def create_dynamodb_table(
     table_name: str = DEFAULT_TABLE,
     *,
@@ -74,7 +61,14 @@ def create_dynamodb_table(
     rather than being used wrongly.
     """
     what = f"DynamoDB table {table_name!r}"
-    ddb = _client("dynamodb", client, region, endpoint_url, boto3_session, what)
+    ddb = _aws.make_client(
+        "dynamodb",
+        what=what,
+        client=client,
+        region=region,
+        endpoint_url=endpoint_url,
+        boto3_session=boto3_session,
+    )
     wanted = [{"AttributeName": primary_key_name, "KeyType": "HASH"}]
     attributes = [{"AttributeName": primary_key_name, "AttributeType": "S"}]
     if sort_key_name:
@@ -165,8 +159,13 @@ def create_agentcore_memory(
     linger (see ``fence.memory.agentcore``).
     """
     what = f"AgentCore memory {name!r}"
-    control = _client(
-        "bedrock-agentcore-control", client, region, endpoint_url, boto3_session, what
+    control = _aws.make_client(
+        "bedrock-agentcore-control",
+        what=what,
+        client=client,
+        region=region,
+        endpoint_url=endpoint_url,
+        boto3_session=boto3_session,
     )
 
     def call(operation: str, **params: Any) -> dict[str, Any]:
@@ -255,6 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     memory.add_argument("--description", default=None)
 
     args = parser.parse_args(argv)
+    where = {"region": args.region, "endpoint_url": args.endpoint_url}
     try:
         if args.command == "dynamodb":
             result = create_dynamodb_table(
@@ -263,16 +263,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 sort_key_name=args.sort_key,
                 ttl_attribute=args.ttl_attribute,
                 point_in_time_recovery=args.pitr,
-                region=args.region,
-                endpoint_url=args.endpoint_url,
+                **where,
             )
         else:
             result = create_agentcore_memory(
                 args.name,
                 event_expiry_days=args.event_expiry_days,
                 description=args.description,
-                region=args.region,
-                endpoint_url=args.endpoint_url,
+                **where,
             )
     except FenceError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -91,7 +91,7 @@ from botocore.exceptions import ClientError
 from fence.errors import MemoryBackendError, StaleWriteError
 from fence.memory import _aws
 from fence.memory.base import BaseMemory, Window, take_window
-from fence.messages import Message
+from fence.messages import Message, utf8
 
 logger = logging.getLogger(__name__)
 
@@ -152,7 +152,6 @@ class _Head:
     cleared_seq: int = 0
     purged_seq: int = 0
     system_prompt: str | None = None
-    has_last_seq: bool = False
 
 
 class DynamoDBMemory(BaseMemory):
@@ -198,12 +197,13 @@ class DynamoDBMemory(BaseMemory):
         self.sort_key_name = sort_key_name
         self.ttl_seconds = ttl_seconds
         self._what = f"DynamoDB table {table_name!r}"
-        self._client = client or _aws.make_client(
+        self._client = _aws.make_client(
             "dynamodb",
+            what=self._what,
+            client=client,
             region=region,
             endpoint_url=endpoint_url,
             boto3_session=boto3_session,
-            what=self._what,
         )
 
     @property
@@ -249,15 +249,15 @@ class DynamoDBMemory(BaseMemory):
         return item
 
     @staticmethod
-    def _item_bytes(item: dict[str, Any]) -> int:
-        """Upper bound of an item's size as DynamoDB counts it (names + values)."""
+    def _item_bytes(item: dict[str, Any], field: str) -> int:
+        """Upper bound of an item's size as DynamoDB counts it (names + values).
+
+        Raises ``ValueError`` naming ``field`` when a string is not storable text.
+        """
         size = 0
         for name, value in item.items():
             size += len(name.encode("utf-8"))
-            if "S" in value:
-                size += len(value["S"].encode("utf-8", "surrogatepass"))
-            else:
-                size += _NUMBER_BYTES
+            size += len(utf8(value["S"], field)) if "S" in value else _NUMBER_BYTES
         return size
 
     @staticmethod
@@ -265,31 +265,36 @@ class DynamoDBMemory(BaseMemory):
         expiry = item.get(TTL_ATTRIBUTE)
         return expiry is not None and float(expiry["N"]) < now
 
+    def _encode_one(self, index: int, message: Message) -> tuple[str, int]:
+        """The record stored for ``message`` and the most bytes its item can take."""
+        field = f"messages[{index}]"
+        record = json.dumps(message.to_record(), ensure_ascii=False)
+        # the turn id is not known here: count the longest one allowed
+        size = self._item_bytes(self._message_item(1, record, "x" * 128), field)
+        if size > MAX_ITEM_BYTES:
+            raise ValueError(
+                f"{field}: stored as a DynamoDB item it takes {size} bytes; "
+                f"DynamoDB's item limit is 400 KB ({MAX_ITEM_BYTES} bytes). Split the "
+                "content or lower FENCE_MAX_MESSAGE_BYTES; nothing was written"
+            )
+        return record, size
+
     def _encode(self, messages: Sequence[Message]) -> list[str]:
+        """The records of one turn, refused unless one transaction can hold them."""
         if len(messages) > MAX_MESSAGES_PER_TURN:
             raise ValueError(
                 f"messages: a turn holds at most {MAX_MESSAGES_PER_TURN} messages on DynamoDB "
                 f"(TransactWriteItems takes {MAX_TRANSACTION_ITEMS} items); got {len(messages)}"
             )
-        records = [json.dumps(m.to_record(), ensure_ascii=False) for m in messages]
-        total = 0
-        for index, record in enumerate(records):
-            # the turn id is not known here: count the longest one allowed
-            size = self._item_bytes(self._message_item(1, record, "x" * 128))
-            if size > MAX_ITEM_BYTES:
-                raise ValueError(
-                    f"messages[{index}]: stored as a DynamoDB item it takes {size} bytes; "
-                    f"DynamoDB's item limit is 400 KB ({MAX_ITEM_BYTES} bytes). Split the "
-                    "content or lower FENCE_MAX_MESSAGE_BYTES; nothing was written"
-                )
-            total += size
+        encoded = [self._encode_one(index, m) for index, m in enumerate(messages)]
+        total = sum(size for _, size in encoded)
         if total > MAX_TRANSACTION_BYTES - 4096:
             raise ValueError(
                 f"messages: the turn takes {total} bytes; a DynamoDB transaction holds at most "
                 f"4 MB ({MAX_TRANSACTION_BYTES} bytes). Commit it as several turns; nothing "
                 "was written"
             )
-        return records
+        return [record for record, _ in encoded]
 
     def _decode(self, item: dict[str, Any]) -> Message:
         turn = item.get("turn_id")
@@ -332,7 +337,6 @@ class DynamoDBMemory(BaseMemory):
             cleared_seq=int(item["cleared_seq"]["N"]) if "cleared_seq" in item else 0,
             purged_seq=int(item["purged_seq"]["N"]) if "purged_seq" in item else 0,
             system_prompt=system["S"] if system else None,
-            has_last_seq="last_seq" in item,
         )
 
     # -- writes ---------------------------------------------------------------
@@ -344,12 +348,12 @@ class DynamoDBMemory(BaseMemory):
         head: _Head | None = None  # None: read it first
         for attempt in range(MAX_WRITE_ATTEMPTS):
             if expected_last_seq is not None:
-                seen, seen_exists = expected_last_seq, None
+                seen = expected_last_seq
             else:
                 head = head or self._get_head()
-                seen, seen_exists = head.last_seq, head.has_last_seq
+                seen = head.last_seq
             try:
-                self._commit(records, turn_id, seen, seen_exists)
+                self._commit(records, turn_id, seen)
                 return True
             except ClientError as exc:
                 cancelled = exc.response.get("CancellationReasons", [])
@@ -390,72 +394,55 @@ class DynamoDBMemory(BaseMemory):
             f"{MAX_WRITE_ATTEMPTS} attempts: too many concurrent writers; nothing was written"
         )
 
-    def _commit(
-        self, records: list[str], turn_id: str | None, seen: int, seen_exists: bool | None
-    ) -> None:
+    def _commit(self, records: list[str], turn_id: str | None, seen: int) -> None:
         """One transaction: advance the head from ``seen``, write messages and turn marker.
 
-        ``seen_exists`` is whether the head had a ``last_seq`` when read (None: not
-        read, a fenced commit, where 0 means "no message yet").
+        ``last_seq`` is only ever written as 1 or more, so ``seen == 0`` means the
+        head has no ``last_seq`` yet (or no head exists).
         """
-        now = str(int(time.time()))
-        new_last = seen + len(records)
-        expiry = self._expiry()
+        now = {":now": {"N": str(int(time.time()))}}
         names = {"#pk": self.primary_key_name, "#exp": TTL_ATTRIBUTE}
-        absent = "(attribute_not_exists(#pk) OR #exp < :now)"
-        if seen_exists is False or (seen_exists is None and seen == 0):
-            condition = "attribute_not_exists(last_seq)"
-            if seen_exists is None:
-                condition += " OR last_seq = :seen"
-        else:
-            condition = "last_seq = :seen"
-        update = "SET last_seq = :new" + (f", {TTL_ATTRIBUTE} = :exp" if expiry else "")
-        values: dict[str, Any] = {":new": {"N": str(new_last)}}
-        if ":seen" in condition:
-            values[":seen"] = {"N": str(seen)}
-        if expiry:
-            values[":exp"] = expiry[TTL_ATTRIBUTE]
-        actions: list[dict[str, Any]] = [
-            {
-                "Update": {
+
+        def put_absent(item: dict[str, Any]) -> dict[str, Any]:
+            # an item whose TTL passed but that DynamoDB has not deleted yet is absent
+            return {
+                "Put": {
                     "TableName": self.table_name,
-                    "Key": self._head_key(),
-                    "UpdateExpression": update,
-                    "ConditionExpression": condition,
-                    "ExpressionAttributeValues": values,
-                    "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+                    "Item": item,
+                    "ConditionExpression": "(attribute_not_exists(#pk) OR #exp < :now)",
+                    "ExpressionAttributeNames": names,
+                    "ExpressionAttributeValues": now,
                 }
             }
+
+        condition = "last_seq = :seen"
+        if seen == 0:
+            condition = "attribute_not_exists(last_seq) OR " + condition
+        head = self._head_update(
+            "SET last_seq = :new",
+            {":new": {"N": str(seen + len(records))}, ":seen": {"N": str(seen)}},
+        )
+        actions = [
+            {
+                "Update": {
+                    **head,
+                    "ConditionExpression": condition,
+                    "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+                }
+            },
+            *(
+                put_absent(self._message_item(seen + offset, record, turn_id))
+                for offset, record in enumerate(records, start=1)
+            ),
         ]
-        for offset, record in enumerate(records, start=1):
-            actions.append(
-                {
-                    "Put": {
-                        "TableName": self.table_name,
-                        "Item": self._message_item(seen + offset, record, turn_id),
-                        "ConditionExpression": absent,
-                        "ExpressionAttributeNames": names,
-                        "ExpressionAttributeValues": {":now": {"N": now}},
-                    }
-                }
-            )
         if turn_id is not None:
-            actions.append(
-                {
-                    "Put": {
-                        "TableName": self.table_name,
-                        "Item": {
-                            **self._turn_key(turn_id),
-                            "seq": {"N": str(seen + 1)},
-                            "count": {"N": str(len(records))},
-                            **expiry,
-                        },
-                        "ConditionExpression": absent,
-                        "ExpressionAttributeNames": names,
-                        "ExpressionAttributeValues": {":now": {"N": now}},
-                    }
-                }
-            )
+            marker = {
+                **self._turn_key(turn_id),
+                "seq": {"N": str(seen + 1)},
+                "count": {"N": str(len(records))},
+                **self._expiry(),
+            }
+            actions.append(put_absent(marker))
         self._call(
             "transact_write_items",
             passthrough=frozenset({"TransactionCanceledException"}),
@@ -463,18 +450,21 @@ class DynamoDBMemory(BaseMemory):
             ClientRequestToken=uuid.uuid4().hex,
         )
 
-    def _update_head(self, expression: str, values: dict[str, Any]) -> None:
+    def _head_update(self, expression: str, values: dict[str, Any]) -> dict[str, Any]:
+        """Parameters of an update of the head by a ``SET`` ``expression``; refreshes its TTL."""
         expiry = self._expiry()
         if expiry:
             expression += f", {TTL_ATTRIBUTE} = :exp"
             values = {**values, ":exp": expiry[TTL_ATTRIBUTE]}
-        self._call(
-            "update_item",
-            TableName=self.table_name,
-            Key=self._head_key(),
-            UpdateExpression=expression,
-            ExpressionAttributeValues=values,
-        )
+        return {
+            "TableName": self.table_name,
+            "Key": self._head_key(),
+            "UpdateExpression": expression,
+            "ExpressionAttributeValues": values,
+        }
+
+    def _update_head(self, expression: str, values: dict[str, Any], **extra: Any) -> dict[str, Any]:
+        return self._call("update_item", **self._head_update(expression, values), **extra)
 
     def _set_system(self, text: str) -> None:
         self._update_head("SET system_prompt = :text", {":text": {"S": text}})
@@ -612,7 +602,7 @@ class DynamoDBMemory(BaseMemory):
         """Bulk-load ``messages`` after the current history; returns how many.
 
         For migrations and benchmarks: claims the seq range with one
-        ``UpdateItem`` (``ADD last_seq``), then writes 25 items per
+        ``UpdateItem`` (``last_seq`` += count), then writes 25 items per
         ``BatchWriteItem``. Unlike ``commit_turn`` it is neither atomic nor
         idempotent: a reader may see part of the import while it runs, and a
         crash leaves a gap. Do not use it for live conversation turns.
@@ -621,20 +611,13 @@ class DynamoDBMemory(BaseMemory):
         if not batch:
             return 0
         records = []
-        for index, message in enumerate(batch):
+        for index, message in enumerate(batch):  # all checked before anything is written
             if not isinstance(message, Message):
                 raise ValueError(f"messages[{index}]: must be a fence Message")
-            records.extend(self._encode([message]))
-        update = "ADD last_seq :n" + (f" SET {TTL_ATTRIBUTE} = :exp" if self.ttl_seconds else "")
-        values: dict[str, Any] = {":n": {"N": str(len(records))}}
-        if self.ttl_seconds:
-            values[":exp"] = self._expiry()[TTL_ATTRIBUTE]
-        response = self._call(
-            "update_item",
-            TableName=self.table_name,
-            Key=self._head_key(),
-            UpdateExpression=update,
-            ExpressionAttributeValues=values,
+            records.append(self._encode_one(index, message)[0])
+        response = self._update_head(
+            "SET last_seq = if_not_exists(last_seq, :zero) + :n",
+            {":zero": {"N": "0"}, ":n": {"N": str(len(records))}},
             ReturnValues="UPDATED_NEW",
         )
         first = int(response["Attributes"]["last_seq"]["N"]) - len(records) + 1

@@ -99,6 +99,10 @@ class MotoServer(ThreadedMotoServer):
         return f"http://{host}:{port}"
 
 
+_patches: dict[str, tuple[Any, Any]] = {}
+"""``"shipped"`` and ``"item_level"``: (moto's ``copy`` module, ``transact_write_items``)."""
+
+
 @contextmanager
 def item_level_rollback() -> Iterator[None]:
     """Make moto's ``TransactWriteItems`` roll back touched items, not copy tables.
@@ -159,9 +163,6 @@ def item_level_rollback() -> Iterator[None]:
     finally:
         _apply("shipped")
         _patches.clear()
-
-
-_patches: dict[str, tuple[Any, Any]] = {}
 
 
 def _apply(which: str) -> None:

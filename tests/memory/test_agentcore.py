@@ -11,6 +11,7 @@ HTTP against moto.
 from __future__ import annotations
 
 import json
+import threading
 import uuid
 from collections import Counter
 from datetime import UTC, datetime
@@ -124,6 +125,16 @@ def created(event_id: str) -> dict:
     return {"event": _event(event_id, [])}
 
 
+def sent_tokens(memory: AgentCoreMemory) -> list[str]:
+    """The ``clientToken`` of every ``create_event`` the memory sends from now on."""
+    tokens: list[str] = []
+    memory.client.meta.events.register(
+        "before-parameter-build.bedrock-agentcore.CreateEvent",
+        lambda params, **_: tokens.append(params["clientToken"]),
+    )
+    return tokens
+
+
 # -- order and paging as the real service does them ---------------------------------
 
 
@@ -218,11 +229,7 @@ def test_a_commit_claims_the_next_seq_with_a_token_derived_from_turn_and_seq(stu
     mine = without_payload(turn_event("2#aa", 6, ["q"], "run-7"))
     stubber.add_response("list_events", {"events": [mine, *history]}, list_params(payloads=False))
 
-    tokens: list[str] = []
-    memory.client.meta.events.register(
-        "before-parameter-build.bedrock-agentcore.CreateEvent",
-        lambda params, **_: tokens.append(params["clientToken"]),
-    )
+    tokens = sent_tokens(memory)
     assert memory.commit_turn("run-7", [user("q")]) is True
 
     other_handle = AgentCoreMemory(ACTOR, SESSION, memory_id=MEMORY_ID, client=memory.client)
@@ -256,11 +263,7 @@ def test_a_writer_that_finds_a_rival_on_its_seq_deletes_its_event_and_retries(st
 def test_a_claim_retried_after_both_writers_yielded_sends_a_new_token(stubbed):
     """Reusing the token would let the service answer with the event we deleted."""
     memory, stubber = stubbed
-    tokens: list[str] = []
-    memory.client.meta.events.register(
-        "before-parameter-build.bedrock-agentcore.CreateEvent",
-        lambda params, **_: tokens.append(params["clientToken"]),
-    )
+    tokens = sent_tokens(memory)
     stubber.add_response("list_events", {"events": []}, list_params(payloads=False))
     stubber.add_response("create_event", created("5#aa"), created_params(1, ["mine"], "run-a"))
     rival = without_payload(turn_event("5#bb", 1, ["theirs"], "run-b"))
@@ -467,8 +470,6 @@ def test_concurrent_writers_end_with_one_message_per_seq(agentcore_factory):
 
     A seq given up by a yielding writer may stay unused (a gap); none is shared.
     """
-    import threading
-
     session_id = f"s-{uuid.uuid4().hex[:8]}"
     writers, per_writer = 4, 8
 

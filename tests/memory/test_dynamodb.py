@@ -66,6 +66,11 @@ def items_of(client: Any, table: str) -> list[dict[str, Any]]:
     return client.scan(TableName=table, ConsistentRead=True)["Items"]
 
 
+def stored_item(memory: DynamoDBMemory, seq: int) -> dict[str, Any]:
+    """The item ``memory`` stores for a user message ``m<seq>`` at ``seq``."""
+    return memory._message_item(seq, json.dumps(user(f"m{seq}").to_record()), None)
+
+
 @pytest.fixture
 def memory(dynamodb_factory) -> DynamoDBMemory:
     return dynamodb_factory(session())
@@ -348,6 +353,26 @@ def test_a_turn_over_the_transaction_limits_is_refused_and_writes_nothing(memory
     assert len(memory.get_messages()) == 1 + MAX_MESSAGES_PER_TURN
 
 
+def test_text_dynamodb_cannot_store_is_refused_before_anything_is_written(memory):
+    """A lone surrogate is not UTF-8: refused up front, also on import.
+
+    ``Message`` validation already refuses it; the backend checks again for
+    messages built without validation (``model_construct``).
+    """
+    memory.add_user_message("kept")
+    unstorable = Message.model_construct(
+        role=Role.USER, content="ok", meta={"note": "\ud800"}, tokens=3
+    )
+
+    with pytest.raises(ValueError, match=r"messages\[1\].*surrogate"):
+        memory.commit_turn("run-bad", [user("fine"), unstorable])
+    with pytest.raises(ValueError, match=r"messages\[2\].*surrogate"):
+        memory.import_messages([user("a"), user("b"), unstorable])
+
+    assert [(m.seq, m.content) for m in memory.get_messages()] == [(1, "kept")]
+    assert memory.get_window(0).last_seq == 1 and not memory.has_turn("run-bad")
+
+
 def test_numbers_and_unicode_in_tool_arguments_round_trip(memory):
     arguments = {"f": 0.1, "big": 12345678901234567890, "neg": -1e-7, "s": "naïve 🚀", "n": None}
     call = ToolCall(id="c1", name="calc", arguments=arguments)
@@ -521,7 +546,7 @@ def test_unprocessed_keys_are_fetched_again(aws_endpoint):
     memory = DynamoDBMemory("agent-memory", primary_key_value="s", client=client)
 
     def item(seq: int) -> dict[str, Any]:
-        return memory._message_item(seq, json.dumps(user(f"m{seq}").to_record()), None)
+        return stored_item(memory, seq)
 
     def keys(*seqs: int) -> list[dict[str, Any]]:
         return [memory._message_key(s) for s in seqs]
@@ -555,7 +580,7 @@ def test_query_pages_are_followed_with_their_start_key(aws_endpoint):
     memory = DynamoDBMemory("t-sorted", primary_key_value="s", sort_key_name="sk", client=client)
 
     def item(seq: int) -> dict[str, Any]:
-        return memory._message_item(seq, json.dumps(user(f"m{seq}").to_record()), None)
+        return stored_item(memory, seq)
 
     stubber = Stubber(client)
     stubber.add_response(
