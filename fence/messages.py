@@ -43,9 +43,10 @@ def validate_session_id(session_id: object, field: str = "session_id") -> str:
 def _require_json(value: dict[str, Any], field: str) -> dict[str, Any]:
     """Refuse values every backend could not store the same way (they store JSON)."""
     try:
-        json.dumps(value, allow_nan=False)
+        encoded = json.dumps(value, allow_nan=False, ensure_ascii=False)
     except (TypeError, ValueError) as error:
         raise ValueError(f"{field}: must be JSON-serialisable ({error})") from None
+    utf8(encoded, field)
     return value
 
 

@@ -43,3 +43,13 @@ def test_tool_call_arguments_count_towards_the_message_size_limit():
 
     with pytest.raises(ValueError, match="FENCE_MAX_MESSAGE_BYTES"):
         Message(role=Role.ASSISTANT, content="", tool_calls=(call,))
+
+
+def test_meta_with_a_lone_surrogate_is_refused():
+    with pytest.raises(ValueError, match="meta: must be valid Unicode"):
+        Message(role="user", content="hi", meta={"note": "lone \ud800"})
+
+
+def test_tool_call_arguments_with_a_lone_surrogate_are_refused():
+    with pytest.raises(ValueError, match="arguments: must be valid Unicode"):
+        ToolCall(id="c1", name="t", arguments={"a": "\ud800"})
