@@ -251,8 +251,9 @@ class BedrockConverse(Model):
 
     def _client_error(self, error: ClientError) -> ModelError:
         """Retry throttling, unavailable or not-ready models and server errors; not the rest."""
-        code = error.response.get("Error", {}).get("Code", "Unknown")
-        detail = error.response.get("Error", {}).get("Message", "")
+        details = error.response.get("Error", {})
+        code = details.get("Code", "Unknown")
+        detail = details.get("Message", "")
         status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
         retryable = code in RETRYABLE_CODES or status >= 500
         return ModelError(

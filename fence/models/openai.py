@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 API_KEY_ENV = "OPENAI_API_KEY"
 DEFAULT_TIMEOUT_S = 120.0
 _MAX_DETAIL_CHARS = 500
+_AUTH_STATUSES = (401, 403)
 
 
 def _import_openai() -> Any:
@@ -126,7 +127,8 @@ class OpenAIChat(Model):
             raise ValueError("model_id: must be a non-empty string")
         if timeout <= 0:
             raise ValueError(f"timeout: must be > 0 seconds (got {timeout})")
-        _import_openai()  # fail at construction when the extra is missing, not mid-turn
+        # Imported at construction: a missing extra fails here, not mid-turn.
+        self._openai = _import_openai()
         self.model_id = model_id
         self.base_url = base_url
         self.timeout = timeout
@@ -145,7 +147,7 @@ class OpenAIChat(Model):
                         f"{API_KEY_ENV} environment variable or pass api_key=..."
                     )
                 self._api_key = api_key
-                self._client = _import_openai().OpenAI(
+                self._client = self._openai.OpenAI(
                     api_key=api_key,
                     base_url=self.base_url,
                     timeout=self.timeout,
@@ -172,13 +174,14 @@ class OpenAIChat(Model):
         self, messages: list[Message], system: str | None, tools: list[ToolSpec]
     ) -> ModelResponse:
         client = self._get_client()
-        openai = _import_openai()
         try:
             completion = client.chat.completions.create(
                 **self.build_request(messages, system, tools)
             )
-        except openai.OpenAIError as error:
-            raise self._model_error(error, openai) from _keep_cause(error, openai)
+        except self._openai.OpenAIError as error:
+            # Chain the SDK error for debugging, except an auth failure's: it may echo the key.
+            cause = None if self._refused_credentials(error) else error
+            raise self._model_error(error) from cause
         return self._parse(completion)
 
     def _parse(self, completion: Any) -> ModelResponse:
@@ -208,12 +211,14 @@ class OpenAIChat(Model):
 
     def _parse_tool_call(self, call: Any) -> ToolCall:
         raw = call.function.arguments
+        arguments: Any
         if isinstance(raw, dict):  # some compatible servers send an object, not a string
-            arguments: Any = raw
+            arguments = raw
+        elif not (raw or "").strip():  # some send null or "" for a tool without arguments
+            arguments = {}
         else:
             try:
-                text = raw or ""  # some servers send null or "" for a tool without arguments
-                arguments = json.loads(text, parse_constant=_reject) if text.strip() else {}
+                arguments = json.loads(raw, parse_constant=_reject)
             except ValueError:  # also NaN/Infinity: not JSON, and not storable as such
                 arguments = None
         if not isinstance(arguments, dict):
@@ -234,19 +239,25 @@ class OpenAIChat(Model):
                 f"model {self.model_id!r} returned a malformed tool call: {error}", retryable=True
             ) from None
 
-    def _model_error(self, error: Exception, openai: Any) -> ModelError:
+    def _refused_credentials(self, error: Exception) -> bool:
+        """An HTTP 401/403: the server's message may echo part of the key."""
+        return (
+            isinstance(error, self._openai.APIStatusError) and error.status_code in _AUTH_STATUSES
+        )
+
+    def _model_error(self, error: Exception) -> ModelError:
         """Translate an SDK error: retry rate limits, server errors and lost connections."""
         where = f"model {self.model_id!r}"
-        if isinstance(error, openai.APIConnectionError):  # includes APITimeoutError
-            return ModelError(f"{where}: {type(error).__name__}: {error}", retryable=True)
-        if isinstance(error, openai.APIStatusError):
+        name = type(error).__name__
+        if isinstance(error, self._openai.APIConnectionError):  # includes APITimeoutError
+            return ModelError(f"{where}: {name}: {self._scrub(str(error))}", retryable=True)
+        if self._refused_credentials(error):  # the server's message is not passed on
+            return ModelError(
+                f"{where}: the API refused the credentials (HTTP {error.status_code}); "
+                f"check {API_KEY_ENV} or api_key=..."
+            )
+        if isinstance(error, self._openai.APIStatusError):
             status = error.status_code
-            if status in (401, 403):
-                # The server's message may echo part of the key; do not pass it on.
-                return ModelError(
-                    f"{where}: the API refused the credentials (HTTP {status}); "
-                    f"check {API_KEY_ENV} or api_key=..."
-                )
             code = getattr(error, "code", None)
             retryable = status in (408, 429) or status >= 500
             if code == "insufficient_quota":  # a 429 that waiting will not fix
@@ -254,7 +265,7 @@ class OpenAIChat(Model):
             detail = self._scrub(_error_detail(error))
             suffix = f" [{code}]" if code else ""
             return ModelError(f"{where}: HTTP {status}{suffix}: {detail}", retryable=retryable)
-        return ModelError(f"{where}: {type(error).__name__}: {self._scrub(str(error))}")
+        return ModelError(f"{where}: {name}: {self._scrub(str(error))}")
 
     def _scrub(self, text: str) -> str:
         if self._api_key:
@@ -290,10 +301,3 @@ def _error_detail(error: Any) -> str:
     if isinstance(body, dict) and isinstance(body.get("message"), str):
         return body["message"]
     return str(getattr(error, "message", error))
-
-
-def _keep_cause(error: Exception, openai: Any) -> Exception | None:
-    """Chain the SDK error for debugging, except auth failures (they may echo the key)."""
-    if isinstance(error, openai.APIStatusError) and error.status_code in (401, 403):
-        return None
-    return error

@@ -17,6 +17,9 @@ import httpx
 import pytest
 from botocore.stub import Stubber
 
+from fence.messages import Message, Role
+from fence.models.base import ToolSpec
+
 AWS_ENV = (
     "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",
@@ -32,6 +35,21 @@ AWS_ENV = (
     "AWS_CONTAINER_CREDENTIALS_FULL_URI",
     "AWS_BEARER_TOKEN_BEDROCK",
 )
+
+WEATHER = ToolSpec(
+    name="get_weather",
+    description="Current weather for a city.",
+    parameters={
+        "type": "object",
+        "properties": {"city": {"type": "string"}},
+        "required": ["city"],
+    },
+)
+"""The tool the provider tests offer their models."""
+
+
+def user(text: str) -> Message:
+    return Message(role=Role.USER, content=text)
 
 
 class OpenAIServer:
@@ -141,3 +159,8 @@ def converse_reply(
         "usage": {"inputTokens": usage[0], "outputTokens": usage[1], "totalTokens": sum(usage)},
         "metrics": {"latencyMs": 42},
     }
+
+
+def expect_converse(stubber: Stubber, model_id: str, reply: dict[str, Any], **params: Any) -> None:
+    """Queue ``reply`` for a ``converse`` call that must be exactly ``modelId`` plus ``params``."""
+    stubber.add_response("converse", reply, expected_params={"modelId": model_id, **params})

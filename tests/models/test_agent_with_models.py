@@ -10,7 +10,7 @@ from fence.messages import Role, ToolCall
 from fence.models.bedrock import CONVERSATION_START, Claude35Sonnet
 from fence.models.openai import GPT4omini
 from fence.tools import Tool
-from tests.models.conftest import OpenAIServer, completion, converse_reply
+from tests.models.conftest import OpenAIServer, completion, converse_reply, expect_converse
 
 
 def add(a: int, b: int) -> int:
@@ -102,36 +102,30 @@ def test_bedrock_agent_runs_a_tool_loop_with_prefill_and_stores_the_whole_turn(
         {"role": "user", "content": [{"text": "What is 2 + 3?"}]},
     ]
     tool_use = {"toolUse": {"toolUseId": "tooluse_1", "name": "add", "input": {"a": 2, "b": 3}}}
-    stubber.add_response(
-        "converse",
+    expect_converse(
+        stubber,
+        "anthropic.claude-3-5-sonnet-20240620-v1:0",
         converse_reply(tool_use, stop_reason="tool_use"),
-        expected_params={
-            "modelId": "anthropic.claude-3-5-sonnet-20240620-v1:0",
-            "system": [{"text": "You add numbers with the add tool."}],
-            "messages": opening,
-            "toolConfig": tool_config,
-            "requestMetadata": {"source": "app"},
-        },
+        system=[{"text": "You add numbers with the add tool."}],
+        messages=opening,
+        toolConfig=tool_config,
+        requestMetadata={"source": "app"},
     )
-    stubber.add_response(
-        "converse",
+    expect_converse(
+        stubber,
+        "anthropic.claude-3-5-sonnet-20240620-v1:0",
         converse_reply({"text": "2 + 3 = 5."}),
-        expected_params={
-            "modelId": "anthropic.claude-3-5-sonnet-20240620-v1:0",
-            "system": [{"text": "You add numbers with the add tool."}],
-            "messages": [
-                *opening,
-                {"role": "assistant", "content": [tool_use]},
-                {
-                    "role": "user",
-                    "content": [
-                        {"toolResult": {"toolUseId": "tooluse_1", "content": [{"text": "5"}]}}
-                    ],
-                },
-            ],
-            "toolConfig": tool_config,
-            "requestMetadata": {"source": "app"},
-        },
+        system=[{"text": "You add numbers with the add tool."}],
+        messages=[
+            *opening,
+            {"role": "assistant", "content": [tool_use]},
+            {
+                "role": "user",
+                "content": [{"toolResult": {"toolUseId": "tooluse_1", "content": [{"text": "5"}]}}],
+            },
+        ],
+        toolConfig=tool_config,
+        requestMetadata={"source": "app"},
     )
     memory = FleetingMemory()
     agent = Agent(

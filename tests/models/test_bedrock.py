@@ -14,7 +14,6 @@ from botocore.awsrequest import AWSResponse
 
 from fence.errors import MissingCredentialError, ModelError
 from fence.messages import Message, Role, ToolCall
-from fence.models.base import ToolSpec
 from fence.models.bedrock import (
     CLAUDE_35_SONNET_ID,
     CONVERSATION_START,
@@ -22,19 +21,10 @@ from fence.models.bedrock import (
     Claude35Sonnet,
     bedrock_tool_use_id,
 )
-from tests.models.conftest import converse_reply
+from tests.models.conftest import WEATHER, converse_reply, expect_converse, user
 
 MODEL = "anthropic.claude-3-5-sonnet-20240620-v1:0"
 
-WEATHER = ToolSpec(
-    name="get_weather",
-    description="Current weather for a city.",
-    parameters={
-        "type": "object",
-        "properties": {"city": {"type": "string"}},
-        "required": ["city"],
-    },
-)
 WEATHER_CONFIG = {
     "tools": [
         {
@@ -46,10 +36,6 @@ WEATHER_CONFIG = {
         }
     ]
 }
-
-
-def user(text: str) -> Message:
-    return Message(role=Role.USER, content=text)
 
 
 def assistant(text: str, *calls: ToolCall) -> Message:
@@ -72,16 +58,14 @@ def model_with(client, **options) -> BedrockConverse:
 
 
 def test_text_reply_round_trip(stubber, bedrock_client):
-    stubber.add_response(
-        "converse",
+    expect_converse(
+        stubber,
+        MODEL,
         converse_reply(text("Hello Alice."), usage=(30, 4)),
-        expected_params={
-            "modelId": MODEL,
-            "system": [text("Be brief.")],
-            "messages": [{"role": "user", "content": [text("My name is Alice")]}],
-            "inferenceConfig": {"maxTokens": 256, "temperature": 0.0},
-            "requestMetadata": {"source": "app"},
-        },
+        system=[text("Be brief.")],
+        messages=[{"role": "user", "content": [text("My name is Alice")]}],
+        inferenceConfig={"maxTokens": 256, "temperature": 0.0},
+        requestMetadata={"source": "app"},
     )
     model = model_with(
         bedrock_client, source="app", inference_config={"maxTokens": 256, "temperature": 0.0}
@@ -98,8 +82,9 @@ def test_text_reply_round_trip(stubber, bedrock_client):
 
 def test_tool_use_round_trip(stubber, bedrock_client):
     question = user("Weather in Paris?")
-    stubber.add_response(
-        "converse",
+    expect_converse(
+        stubber,
+        MODEL,
         converse_reply(
             text("Let me check."),
             {
@@ -111,11 +96,8 @@ def test_tool_use_round_trip(stubber, bedrock_client):
             },
             stop_reason="tool_use",
         ),
-        expected_params={
-            "modelId": MODEL,
-            "messages": [{"role": "user", "content": [text("Weather in Paris?")]}],
-            "toolConfig": WEATHER_CONFIG,
-        },
+        messages=[{"role": "user", "content": [text("Weather in Paris?")]}],
+        toolConfig=WEATHER_CONFIG,
     )
     model = model_with(bedrock_client)
 
@@ -127,40 +109,38 @@ def test_tool_use_round_trip(stubber, bedrock_client):
     )
     assert first.stop_reason == "tool_use"
 
-    stubber.add_response(
-        "converse",
+    expect_converse(
+        stubber,
+        MODEL,
         converse_reply(text("18C and sunny.")),
-        expected_params={
-            "modelId": MODEL,
-            "messages": [
-                {"role": "user", "content": [text("Weather in Paris?")]},
-                {
-                    "role": "assistant",
-                    "content": [
-                        text("Let me check."),
-                        {
-                            "toolUse": {
-                                "toolUseId": "tooluse_abc",
-                                "name": "get_weather",
-                                "input": {"city": "Paris"},
-                            }
-                        },
-                    ],
-                },
-                {
-                    "role": "user",
-                    "content": [
-                        {
-                            "toolResult": {
-                                "toolUseId": "tooluse_abc",
-                                "content": [text("18C, sunny")],
-                            }
+        messages=[
+            {"role": "user", "content": [text("Weather in Paris?")]},
+            {
+                "role": "assistant",
+                "content": [
+                    text("Let me check."),
+                    {
+                        "toolUse": {
+                            "toolUseId": "tooluse_abc",
+                            "name": "get_weather",
+                            "input": {"city": "Paris"},
                         }
-                    ],
-                },
-            ],
-            "toolConfig": WEATHER_CONFIG,
-        },
+                    },
+                ],
+            },
+            {
+                "role": "user",
+                "content": [
+                    {
+                        "toolResult": {
+                            "toolUseId": "tooluse_abc",
+                            "content": [text("18C, sunny")],
+                        }
+                    }
+                ],
+            },
+        ],
+        toolConfig=WEATHER_CONFIG,
     )
     history = [
         question,
@@ -199,17 +179,15 @@ def test_a_malformed_sample_is_retried(stubber, bedrock_client):
 
 
 def test_prefill_that_opens_the_conversation_gets_a_user_message_before_it(stubber, bedrock_client):
-    stubber.add_response(
-        "converse",
+    expect_converse(
+        stubber,
+        MODEL,
         converse_reply(text("Sure.")),
-        expected_params={
-            "modelId": MODEL,
-            "messages": [
-                {"role": "user", "content": [text(CONVERSATION_START)]},
-                {"role": "assistant", "content": [text("I understand. I'll help you.")]},
-                {"role": "user", "content": [text("Help me plan a trip.")]},
-            ],
-        },
+        messages=[
+            {"role": "user", "content": [text(CONVERSATION_START)]},
+            {"role": "assistant", "content": [text("I understand. I'll help you.")]},
+            {"role": "user", "content": [text("Help me plan a trip.")]},
+        ],
     )
 
     model_with(bedrock_client).invoke(
@@ -237,49 +215,47 @@ def test_system_notes_join_the_system_prompt_and_same_role_neighbours_merge(
         user("Thanks."),
         user("Which is warmer?"),
     ]
-    stubber.add_response(
-        "converse",
+    expect_converse(
+        stubber,
+        MODEL,
         converse_reply(text("Paris.")),
-        expected_params={
-            "modelId": MODEL,
-            "system": [
-                text("You are a travel agent."),
-                text("Previous conversation summarized: Alice likes tea."),
-                text("The user is now on mobile."),
-            ],
-            "messages": [
-                {"role": "user", "content": [text("Weather in Paris and Oslo?")]},
-                {
-                    "role": "assistant",
-                    "content": [  # no blank text block for the empty content
-                        {
-                            "toolUse": {
-                                "toolUseId": "t1",
-                                "name": "get_weather",
-                                "input": {"city": "Paris"},
-                            }
-                        },
-                        {
-                            "toolUse": {
-                                "toolUseId": "t2",
-                                "name": "get_weather",
-                                "input": {"city": "Oslo"},
-                            }
-                        },
-                    ],
-                },
-                {
-                    "role": "user",
-                    "content": [
-                        {"toolResult": {"toolUseId": "t1", "content": [text("18C")]}},
-                        {"toolResult": {"toolUseId": "t2", "content": [text("3C")]}},
-                    ],
-                },
-                {"role": "assistant", "content": [text("Paris 18C, Oslo 3C.")]},
-                {"role": "user", "content": [text("Thanks."), text("Which is warmer?")]},
-            ],
-            "toolConfig": WEATHER_CONFIG,
-        },
+        system=[
+            text("You are a travel agent."),
+            text("Previous conversation summarized: Alice likes tea."),
+            text("The user is now on mobile."),
+        ],
+        messages=[
+            {"role": "user", "content": [text("Weather in Paris and Oslo?")]},
+            {
+                "role": "assistant",
+                "content": [  # no blank text block for the empty content
+                    {
+                        "toolUse": {
+                            "toolUseId": "t1",
+                            "name": "get_weather",
+                            "input": {"city": "Paris"},
+                        }
+                    },
+                    {
+                        "toolUse": {
+                            "toolUseId": "t2",
+                            "name": "get_weather",
+                            "input": {"city": "Oslo"},
+                        }
+                    },
+                ],
+            },
+            {
+                "role": "user",
+                "content": [
+                    {"toolResult": {"toolUseId": "t1", "content": [text("18C")]}},
+                    {"toolResult": {"toolUseId": "t2", "content": [text("3C")]}},
+                ],
+            },
+            {"role": "assistant", "content": [text("Paris 18C, Oslo 3C.")]},
+            {"role": "user", "content": [text("Thanks."), text("Which is warmer?")]},
+        ],
+        toolConfig=WEATHER_CONFIG,
     )
 
     model_with(bedrock_client).invoke(history, system="You are a travel agent.", tools=[WEATHER])
@@ -289,26 +265,24 @@ def test_system_notes_join_the_system_prompt_and_same_role_neighbours_merge(
 
 def test_without_tools_past_tool_calls_are_sent_as_text(stubber, bedrock_client):
     call = ToolCall(id="t1", name="get_weather", arguments={"city": "Paris"})
-    stubber.add_response(
-        "converse",
+    expect_converse(
+        stubber,
+        MODEL,
         converse_reply(text("Summary: Paris is 18C.")),
-        expected_params={
-            "modelId": MODEL,
-            "messages": [
-                {"role": "user", "content": [text("Weather in Paris?")]},
-                {
-                    "role": "assistant",
-                    "content": [text('[called tool get_weather (call t1) with {"city": "Paris"}]')],
-                },
-                {
-                    "role": "user",
-                    "content": [
-                        text("[result of tool get_weather call t1]\n18C"),
-                        text("Summarize."),
-                    ],
-                },
-            ],
-        },
+        messages=[
+            {"role": "user", "content": [text("Weather in Paris?")]},
+            {
+                "role": "assistant",
+                "content": [text('[called tool get_weather (call t1) with {"city": "Paris"}]')],
+            },
+            {
+                "role": "user",
+                "content": [
+                    text("[result of tool get_weather call t1]\n18C"),
+                    text("Summarize."),
+                ],
+            },
+        ],
     )
 
     model_with(bedrock_client).invoke(
@@ -328,26 +302,22 @@ def test_tool_call_ids_bedrock_would_reject_are_mapped_consistently(stubber, bed
     mapped = bedrock_tool_use_id(foreign)
     assert mapped != foreign and bedrock_tool_use_id(foreign) == mapped
     assert bedrock_tool_use_id("tooluse_abc-1") == "tooluse_abc-1"
-    stubber.add_response(
-        "converse",
+    expect_converse(
+        stubber,
+        MODEL,
         converse_reply(text("Done.")),
-        expected_params={
-            "modelId": MODEL,
-            "messages": [
-                {"role": "user", "content": [text("Go")]},
-                {
-                    "role": "assistant",
-                    "content": [
-                        {"toolUse": {"toolUseId": mapped, "name": "get_weather", "input": {}}}
-                    ],
-                },
-                {
-                    "role": "user",
-                    "content": [{"toolResult": {"toolUseId": mapped, "content": [text("ok")]}}],
-                },
-            ],
-            "toolConfig": WEATHER_CONFIG,
-        },
+        messages=[
+            {"role": "user", "content": [text("Go")]},
+            {
+                "role": "assistant",
+                "content": [{"toolUse": {"toolUseId": mapped, "name": "get_weather", "input": {}}}],
+            },
+            {
+                "role": "user",
+                "content": [{"toolResult": {"toolUseId": mapped, "content": [text("ok")]}}],
+            },
+        ],
+        toolConfig=WEATHER_CONFIG,
     )
 
     model_with(bedrock_client).invoke(
@@ -363,14 +333,12 @@ def test_tool_call_ids_bedrock_would_reject_are_mapped_consistently(stubber, bed
 
 
 def test_source_is_made_safe_for_request_metadata(stubber, bedrock_client):
-    stubber.add_response(
-        "converse",
+    expect_converse(
+        stubber,
+        MODEL,
         converse_reply(text("ok")),
-        expected_params={
-            "modelId": MODEL,
-            "messages": [{"role": "user", "content": [text("Hi")]}],
-            "requestMetadata": {"source": "billing_app v2"},
-        },
+        messages=[{"role": "user", "content": [text("Hi")]}],
+        requestMetadata={"source": "billing_app v2"},
     )
 
     model_with(bedrock_client, source="billing|app v2").invoke([user("Hi")])

@@ -14,26 +14,11 @@ import pytest
 
 from fence.errors import MissingCredentialError, ModelError
 from fence.messages import Message, Role, ToolCall
-from fence.models.base import ToolSpec
 from fence.models.openai import GPT4o, GPT4omini, OpenAIChat
-from tests.models.conftest import OpenAIServer, api_error, completion
+from tests.models.conftest import WEATHER, OpenAIServer, api_error, completion, user
 
 KEY = "sk-test-0123456789abcdef-SECRET"
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-WEATHER = ToolSpec(
-    name="get_weather",
-    description="Current weather for a city.",
-    parameters={
-        "type": "object",
-        "properties": {"city": {"type": "string"}},
-        "required": ["city"],
-    },
-)
-
-
-def user(text: str) -> Message:
-    return Message(role=Role.USER, content=text)
 
 
 def model_on(server: OpenAIServer, **options) -> OpenAIChat:
