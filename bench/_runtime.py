@@ -1,4 +1,4 @@
-"""Shared harness of the runtime benchmarks (overhead, scaling, fairness, chaos).
+"""Shared harness of the runtime benchmarks (overhead, scaling, fairness, chaos, gateway).
 
 Each benchmark runs the real programs a user runs: a private ``redis-server``
 on a free loopback port, ``celery worker`` / ``celery beat`` processes and
@@ -40,7 +40,7 @@ from fence.runs import RunRecord, RunState, keys
 from fence.settings import Settings
 from producer import Producer, Run
 from workers.app import create_app
-from workers.stack import ManagedProcess, start_beat, start_redis
+from workers.stack import ManagedProcess, launch_worker, start_beat, start_redis
 
 REPO = Path(__file__).resolve().parent.parent
 AGENT = "bench"
@@ -131,10 +131,7 @@ class BenchRuntime:
             LATENCY_ENV: repr(self.latency),
             **self._extra_env,
         }
-        fence_vars = {k: v for k, v in self.env.items() if k.startswith("FENCE_")}
-        self.settings = Settings(
-            **{k.removeprefix("FENCE_").lower(): v for k, v in fence_vars.items()}
-        )
+        self.settings = settings_for(self.env)
         self.redis = redis.Redis.from_url(self.redis_url, decode_responses=True)
         self._stack.callback(self.redis.close)
         self.app: Celery = create_app(self.settings)
@@ -152,10 +149,12 @@ class BenchRuntime:
             with contextlib.suppress(Exception):
                 self.app.close()
             self._stack.close()
-            if self.directory != Path() and not self.keep:
-                shutil.rmtree(self.directory, ignore_errors=True)
-            elif self.keep:
+            if self.directory == Path():  # never started
+                return
+            if self.keep:
                 print(f"(kept logs and database in {self.directory})", file=sys.stderr)
+            else:
+                shutil.rmtree(self.directory, ignore_errors=True)
 
     # processes
 
@@ -172,18 +171,19 @@ class BenchRuntime:
     def launch_worker(
         self, layout: WorkerLayout, *, app: str = "workers", prefix: str = "w"
     ) -> ManagedProcess:
-        """Start one ``celery -A <app> worker`` without waiting for it."""
+        """Start one ``celery -A <app> worker`` with ``layout``'s pool and concurrency
+        (one process: ``layout.processes`` is for ``start_workers``) without waiting for it."""
         name = f"{prefix}{next(self._names)}"
-        argv = [
-            sys.executable, "-m", "celery", "-A", app, "worker",
-            "--hostname", f"{name}@{HOST}",
-            "--pool", layout.pool,
-            "--concurrency", str(layout.concurrency),
-            "--loglevel", self.loglevel,
-            "--without-mingle", "--without-gossip",
-        ]  # fmt: skip
-        worker = ManagedProcess(
-            name, argv, env=self.env, cwd=REPO, log_path=self.directory / f"{name}.log"
+        worker = launch_worker(
+            name,
+            self.env,
+            concurrency=layout.concurrency,
+            loglevel=self.loglevel,
+            pool=layout.pool,
+            host=HOST,
+            app=app,
+            cwd=REPO,
+            log_path=self.directory / f"{name}.log",
         )
         self.processes.append(worker)
         return worker
@@ -239,6 +239,11 @@ class BenchRuntime:
         process.stop(timeout=5)  # reaps leftovers, closes its log
         self.processes.remove(process)
 
+    def adopt(self, process: ManagedProcess) -> ManagedProcess:
+        """Stop ``process`` (started elsewhere, e.g. the HTTP gateway) with the runtime."""
+        self.processes.append(process)
+        return process
+
     def start_beat(self) -> ManagedProcess:
         beat = start_beat(
             self.env,
@@ -258,6 +263,48 @@ class BenchRuntime:
                 return None
             total += used
         return total
+
+    def usage(self, workers: Iterable[ManagedProcess]) -> Usage:
+        """Redis and worker CPU counters now; subtract two to get a phase's cost."""
+        return Usage(self.redis_stats(), self.worker_cpu_s(workers))
+
+    def run_workload(
+        self,
+        layout: WorkerLayout,
+        workload: Iterable[tuple[str, str]],
+        *,
+        timeout: float,
+        app: str = "workers",
+        prefix: str = "w",
+    ) -> tuple[list[RunRecord], Usage]:
+        """Time ``workload`` (session_id, message pairs) on fresh workers of ``layout``.
+
+        Starts and warms up the workers, submits the whole workload while they are
+        paused, releases them and waits for every turn; the workers are stopped
+        afterwards. Returns the run records (every turn succeeded, or this raises)
+        and what the execution cost.
+        """
+        workers = self.start_workers(layout, app=app, prefix=prefix)
+        try:
+            self.warm_up(layout.slots)
+            self.pause(workers)
+            runs = self.submit_all(workload)
+            before = self.usage(workers)
+            self.resume(workers)
+            if not self.wait_terminal(runs, timeout):
+                raise TimeoutError(f"{len(runs)} turns did not finish in {timeout:g} s")
+            used = self.usage(workers) - before
+        finally:
+            for worker in workers:
+                self.stop(worker)
+        records = [r for r in self.records(runs) if r is not None]
+        failed = [r for r in records if r.state is not RunState.SUCCEEDED]
+        if failed or len(records) != len(runs):
+            raise RuntimeError(
+                f"{len(runs) - len(records) + len(failed)} of {len(runs)} turns did not "
+                f"succeed, e.g. {failed[:1]}"
+            )
+        return records, used
 
     def time_celery_tasks(
         self, layout: WorkerLayout, count: int, *, chains: int = 0, sleep_s: float = 0.0
@@ -283,20 +330,18 @@ class BenchRuntime:
                     self.app.send_task(
                         noop_tasks.TASK, args=[index, sleep_s], queue=noop_tasks.QUEUE
                     )
-            redis_before, cpu_before = self.redis_stats(), self.worker_cpu_s(workers)
+            before = self.usage(workers)
             self.resume(workers, noop_tasks.QUEUE)
             deadline = time.monotonic() + 60 + 2 * count * (sleep_s + 0.01) / layout.slots
             while self.redis.llen(noop_tasks.DONE_KEY) < count:
                 if time.monotonic() > deadline:
                     raise TimeoutError("the Celery baseline tasks did not finish")
                 time.sleep(0.1)
-            redis_used = self.redis_stats() - redis_before
-            cpu_after = self.worker_cpu_s(workers)
+            used = self.usage(workers) - before
         finally:
             for worker in workers:
                 self.stop(worker)
         finished = [float(t) for t in self.redis.lrange(noop_tasks.DONE_KEY, 0, -1)]
-        cpu = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
         name = "chained no-op task" if chains else "no-op Celery task"
         if sleep_s:
             name = f"Celery task sleeping {sleep_s:g} s"
@@ -304,8 +349,8 @@ class BenchRuntime:
             name,
             count,
             throughput(finished),
-            cpu,
-            redis_used,
+            used.worker_cpu_s,
+            used.redis,
             first_finish=min(finished),
             last_finish=max(finished),
         )
@@ -328,24 +373,23 @@ class BenchRuntime:
 
     def records(self, runs: Sequence[Run]) -> list[RunRecord | None]:
         """The run records of ``runs`` (None: record missing), pipelined."""
-        found: list[RunRecord | None] = []
-        for start in range(0, len(runs), BATCH):
-            pipe = self.redis.pipeline(transaction=False)
-            for run in runs[start : start + BATCH]:
-                pipe.hgetall(keys.run(run.session_id, run.id))
-            found.extend(RunRecord.from_hash(h) if h else None for h in pipe.execute())
-        return found
+        hashes = self._read_runs(runs, lambda pipe, key: pipe.hgetall(key))
+        return [RunRecord.from_hash(h) if h else None for h in hashes]
 
     def states(self, runs: Sequence[Run]) -> list[str | None]:
         """Just the states, with ``HMGET`` so benchmarks can tell these reads from
         the workers' ``HGET``s in Redis command statistics."""
-        found: list[str | None] = []
+        return [values[0] for values in self._read_runs(runs, lambda p, k: p.hmget(k, "state"))]
+
+    def _read_runs(self, runs: Sequence[Run], read: Callable[[Any, str], object]) -> list[Any]:
+        """``read(pipeline, run key)`` for each run, ``BATCH`` runs per round trip."""
+        replies: list[Any] = []
         for start in range(0, len(runs), BATCH):
             pipe = self.redis.pipeline(transaction=False)
             for run in runs[start : start + BATCH]:
-                pipe.hmget(keys.run(run.session_id, run.id), "state")
-            found.extend(values[0] for values in pipe.execute())
-        return found
+                read(pipe, keys.run(run.session_id, run.id))
+            replies.extend(pipe.execute())
+        return replies
 
     def wait_terminal(
         self,
@@ -363,7 +407,7 @@ class BenchRuntime:
         """
         pending = list(runs)
         deadline = time.monotonic() + timeout
-        while pending:
+        while True:
             states = self.states(pending)
             pending = [
                 run
@@ -375,7 +419,6 @@ class BenchRuntime:
             if time.monotonic() > deadline or (stop_if is not None and stop_if()):
                 return False
             time.sleep(interval)
-        return True
 
     def user_messages(self, session_id: str) -> list[tuple[str, str | None]]:
         """(content, turn id) of the session's user messages, in memory order."""
@@ -417,6 +460,21 @@ class RedisStats:
 
 
 @dataclass(frozen=True)
+class Usage:
+    """Redis statistics and worker CPU seconds (None off Linux) at one moment, or
+    between two (``later - earlier``)."""
+
+    redis: RedisStats
+    worker_cpu_s: float | None
+
+    def __sub__(self, earlier: Usage) -> Usage:
+        cpu = None
+        if self.worker_cpu_s is not None and earlier.worker_cpu_s is not None:
+            cpu = self.worker_cpu_s - earlier.worker_cpu_s
+        return Usage(self.redis - earlier.redis, cpu)
+
+
+@dataclass(frozen=True)
 class Phase:
     """One timed workload: what ran, how many, how fast, at what cost."""
 
@@ -455,6 +513,13 @@ def group_cpu_s(pgid: int) -> float | None:
         if int(fields[2]) == pgid:  # fields[2] is pgrp
             total += int(fields[11]) + int(fields[12])  # utime, stime
     return total / ticks
+
+
+def settings_for(env: Mapping[str, str]) -> Settings:
+    """The ``Settings`` that processes started with ``env`` read from its ``FENCE_*`` entries."""
+    return Settings(
+        **{k.removeprefix("FENCE_").lower(): v for k, v in env.items() if k.startswith("FENCE_")}
+    )
 
 
 # -- statistics and output ----------------------------------------------------

@@ -78,7 +78,8 @@ class Outcome:
 
 
 class Chaos(threading.Thread):
-    """Kills a random worker every ``period`` seconds and starts a replacement."""
+    """Kills a random worker every ``period`` seconds and starts a replacement
+    (one more process of ``layout``)."""
 
     def __init__(
         self,
@@ -162,18 +163,18 @@ def verify(
     rt: BenchRuntime, name: str, runs: list[Run], records: list[RunRecord | None]
 ) -> Outcome:
     outcome = Outcome(name, turns=len(runs))
-    by_session: dict[str, list[tuple[Run, RunRecord | None]]] = collections.defaultdict(list)
+    by_session: dict[str, list[RunRecord | None]] = collections.defaultdict(list)
     for run, record in zip(runs, records, strict=True):
-        by_session[run.session_id].append((run, record))
+        by_session[run.session_id].append(record)
     for session_id, submitted in by_session.items():
         memory = [content for content, _turn_id in rt.user_messages(session_id)]
         counts = collections.Counter(memory)
         outcome.duplicated += sum(n - 1 for n in counts.values() if n > 1)
-        order = {record.message: i for i, (_, record) in enumerate(submitted) if record}
+        order = {record.message: i for i, record in enumerate(submitted) if record}
         positions = [order.get(content, -1) for content in dict.fromkeys(memory)]
         if positions != sorted(positions):
             outcome.reordered += 1
-        for _run, record in submitted:
+        for record in submitted:
             state = record.state if record else None
             outcome.states[state.value if state else "missing record"] += 1
             if record and record.attempts > 1:
@@ -189,19 +190,19 @@ def verify(
 
 def main(args: argparse.Namespace) -> list[Target]:
     if args.smoke:
-        sessions, turns, period, args.latency = 10, 8, (0.5, 1.0), 0.1
+        sessions, turns, period, latency = 10, 8, (0.5, 1.0), 0.1
     else:
-        sessions, turns, period = args.sessions, args.turns, (args.min_period, args.max_period)
+        sessions, turns = args.sessions, args.turns
+        period, latency = (args.min_period, args.max_period), args.latency
     layout = WorkerLayout(args.workers, args.concurrency, args.pool)
-    worker_layout = WorkerLayout(1, args.concurrency, args.pool)
-    drain_timeout = sessions * turns * (args.latency + 0.05) + 120
-    with BenchRuntime(latency=args.latency, env=RECOVERY_ENV, keep=args.keep) as rt:
+    drain_timeout = sessions * turns * (latency + 0.05) + 120
+    with BenchRuntime(latency=latency, env=RECOVERY_ENV, keep=args.keep) as rt:
         workers = rt.start_workers(layout)
         rt.start_beat()
         rt.warm_up(layout.slots)
         baseline = run_phase(rt, "baseline (no kills)", sessions, turns, None, drain_timeout)
         print(f"baseline drained in {baseline.drain_s:.1f} s", flush=True)
-        chaos = Chaos(rt, workers, worker_layout, period, args.seed)
+        chaos = Chaos(rt, workers, layout, period, args.seed)
         chaotic = run_phase(rt, "chaos (SIGKILL + restart)", sessions, turns, chaos, drain_timeout)
         print(f"chaos drained in {chaotic.drain_s:.1f} s, {chaotic.kills} kills", flush=True)
 
@@ -229,7 +230,7 @@ def main(args: argparse.Namespace) -> list[Target]:
             f"{sessions} sessions x {turns} turns = {sessions * turns:,} turns, submitted "
             "round-robin at the start of each phase",
             f"workers: {layout.describe()}; celery beat runs the sweeper; "
-            f"EchoModel(latency={args.latency}), SQLite memory, private redis-server",
+            f"EchoModel(latency={latency}), SQLite memory, private redis-server",
             f"chaos: every U({period[0]:g}, {period[1]:g}) s a random worker's process group "
             "is SIGKILLed, then a replacement is started (and waited for)",
             "recovery settings: " + " ".join(f"{k}={v}" for k, v in RECOVERY_ENV.items()),

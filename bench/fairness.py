@@ -67,7 +67,6 @@ class Condition:
     seconds: float = 0.0
     turns: int = 0
     flood_ran: int = 0
-    flood_cancelled: int = 0
 
 
 def converse(rt: BenchRuntime, session_id: str, turns: int, think_s: float, seed: int) -> list[Run]:
@@ -112,16 +111,15 @@ def phase(rt: BenchRuntime, sizes: Sizes, condition: Condition, tag: str, seed: 
         for run, state in zip(flood, states, strict=True):
             if state == "queued":
                 run.cancel()
-                condition.flood_cancelled += 1
         if not rt.wait_terminal(flood, timeout=60):
             raise TimeoutError("the flood session did not wind down after cancelling")
 
 
 def main(args: argparse.Namespace) -> list[Target]:
-    layout = WorkerLayout(args.processes, args.concurrency, args.pool)
     if args.smoke:
         sizes = Sizes(4, 5, 50, 1, 0.2, 0.05, WorkerLayout(1, 4, args.pool))
     else:
+        layout = WorkerLayout(args.processes, args.concurrency, args.pool)
         sizes = Sizes(
             args.sessions, args.turns, args.flood, args.rounds, args.think, args.latency, layout
         )

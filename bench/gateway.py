@@ -2,20 +2,21 @@
 
 Starts a private redis-server, Celery workers and the gateway (``python -m
 producer.gateway`` under uvicorn, in its own process), all on free loopback
-ports with SQLite memory in a temp dir and the built-in ``demo`` agent
-(offline EchoModel). Then, in the same run and the same way (a pool of
-client threads), it pushes the runs over the sessions twice:
+ports with SQLite memory in a temp dir (``BenchRuntime`` of ``bench/_runtime.py``)
+and the built-in ``demo`` agent (offline EchoModel). Then, in the same run and
+the same way (a pool of client threads), it pushes the runs over the sessions
+twice:
 
 1. directly with ``Producer.submit`` (the baseline), then
 2. through the gateway with concurrent httpx clients,
 
-and waits for every run to finish (direct: ``Run.result``; gateway: its long
+and waits for every run to finish (direct: ``RunStore.wait``; gateway: its long
 poll ``GET /v1/runs/{id}?wait=60``). It prints a Markdown table: accepted/s,
 submit latency percentiles, end-to-end turn latency (``accepted_at`` to
 ``finished_at`` from the run records) and the gateway/direct ratios.
 
     python bench/gateway.py                      # 2,000 runs over 200 sessions
-    python bench/gateway.py --runs 40 --sessions 4   # smoke size
+    python bench/gateway.py --smoke              # 40 runs over 4 sessions
 
 Everything it starts it stops, also on Ctrl-C, SIGTERM and errors.
 """
@@ -23,36 +24,48 @@ Everything it starts it stops, also on Ctrl-C, SIGTERM and errors.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
 import os
 import queue
 import secrets
-import shutil
-import signal
 import sys
-import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:  # run as ``python bench/gateway.py``
-    sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx  # noqa: E402
 
+from bench._runtime import REPO, BenchRuntime, Target, WorkerLayout, run_program  # noqa: E402
 from fence.runs import RunRecord, RunState  # noqa: E402
-from fence.settings import Settings  # noqa: E402
 from producer import Producer  # noqa: E402
-from workers.stack import ManagedProcess, free_port, start_redis, start_worker  # noqa: E402
+from workers.stack import (  # noqa: E402
+    GATEWAY_MODULE,
+    GATEWAY_READY,
+    ManagedProcess,
+    free_port,
+    ready,
+)
 
 AGENT = "demo"
 WAIT_S = 60
-WARM_UP_RUNS = 20
+WARM_UP = 20, 5
+"""Runs and sessions of each path's warm-up, before anything is timed."""
+SMOKE = 40, 4
+"""Runs and sessions with ``--smoke``."""
+
+
+@dataclass(frozen=True)
+class Load:
+    """``runs`` over ``sessions`` (round-robin), submitted from ``clients`` threads."""
+
+    runs: int
+    sessions: int
+    clients: int
 
 
 @dataclass
@@ -86,27 +99,25 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 def drive(
     name: str,
-    runs: int,
-    sessions: int,
-    clients: int,
+    load: Load,
     submit: Callable[[str, str], str],
     wait: Callable[[str], RunRecord],
     cpu: Callable[[], float],
 ) -> Phase:
-    """Submit ``runs`` over ``sessions`` from ``clients`` threads, then wait for all."""
-    latencies = [0.0] * runs
-    run_ids = [""] * runs
+    """Submit the load's runs from its client threads, then wait for all of them."""
+    latencies = [0.0] * load.runs
+    run_ids = [""] * load.runs
 
     def one(index: int) -> None:
-        session_id = f"{name}-{index % sessions}"
+        session_id = f"{name}-{index % load.sessions}"
         started = time.perf_counter()
-        run_ids[index] = submit(session_id, f"turn {index // sessions} of {session_id}")
+        run_ids[index] = submit(session_id, f"turn {index // load.sessions} of {session_id}")
         latencies[index] = time.perf_counter() - started
 
-    pool = ThreadPoolExecutor(clients, thread_name_prefix=name)
+    pool = ThreadPoolExecutor(load.clients, thread_name_prefix=name)
     try:
         began, cpu_before = time.perf_counter(), cpu()
-        list(pool.map(one, range(runs)))
+        list(pool.map(one, range(load.runs)))
         elapsed, server_cpu = time.perf_counter() - began, cpu() - cpu_before
         records = list(pool.map(wait, run_ids))
         drained = time.perf_counter() - began
@@ -120,14 +131,14 @@ def drive(
     return Phase(name, latencies, elapsed, drained, records, server_cpu)
 
 
-def direct_phase(producer: Producer, args: argparse.Namespace, name: str = "direct") -> Phase:
+def direct_phase(producer: Producer, load: Load, name: str = "direct") -> Phase:
     def submit(session_id: str, message: str) -> str:
         return producer.submit(session_id, message, agent=AGENT).id
 
     def wait(run_id: str) -> RunRecord:
         return producer.store.wait(run_id, WAIT_S)
 
-    return drive(name, args.runs, args.sessions, args.clients, submit, wait, time.process_time)
+    return drive(name, load, submit, wait, time.process_time)
 
 
 def process_cpu(pid: int) -> float:
@@ -137,16 +148,14 @@ def process_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def gateway_phase(
-    base_url: str, token: str, pid: int, args: argparse.Namespace, name: str = "http"
-) -> Phase:
+def gateway_phase(base_url: str, token: str, pid: int, load: Load, name: str = "http") -> Phase:
     # One keep-alive client per thread, built before the clock starts (building one loads
     # TLS settings, which would otherwise be measured as submit latency).
     clients = [
         httpx.Client(
             base_url=base_url, headers={"Authorization": f"Bearer {token}"}, timeout=WAIT_S + 30
         )
-        for _ in range(args.clients)
+        for _ in range(load.clients)
     ]
     idle = queue.SimpleQueue()
     for each in clients:
@@ -173,15 +182,13 @@ def gateway_phase(
         return RunRecord.model_validate({**body, "id": body["run_id"], "message": ""})
 
     try:
-        return drive(
-            name, args.runs, args.sessions, args.clients, submit, wait, lambda: process_cpu(pid)
-        )
+        return drive(name, load, submit, wait, lambda: process_cpu(pid))
     finally:
         for each in clients:
             each.close()
 
 
-def print_table(direct: Phase, gateway: Phase, args: argparse.Namespace) -> None:
+def print_table(direct: Phase, gateway: Phase, load: Load, layout: WorkerLayout) -> None:
     def ms(value: float) -> str:
         return f"{value * 1000:.1f}"
 
@@ -202,8 +209,8 @@ def print_table(direct: Phase, gateway: Phase, args: argparse.Namespace) -> None
 
     print()
     print(
-        f"{args.runs} runs over {args.sessions} sessions, {args.clients} client threads, "
-        f"{args.workers} worker processes x concurrency {args.concurrency}, agent {AGENT!r} "
+        f"{load.runs} runs over {load.sessions} sessions, {load.clients} client threads, "
+        f"{layout.processes} worker processes x concurrency {layout.concurrency}, agent {AGENT!r} "
         f"(EchoModel), SQLite memory, {os.cpu_count()} CPUs"
     )
     print()
@@ -229,100 +236,65 @@ def print_table(direct: Phase, gateway: Phase, args: argparse.Namespace) -> None
     )
 
 
-@contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM unwinds like Ctrl-C, so every ``finally`` stops what it started."""
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=int, default=2000)
-    parser.add_argument("--sessions", type=int, default=200)
-    parser.add_argument("--clients", type=int, default=32, help="concurrent client threads")
-    parser.add_argument("--workers", type=int, default=2, help="celery worker processes")
-    parser.add_argument("--concurrency", type=int, default=2, help="pool size of each worker")
-    parser.add_argument("--keep", action="store_true", help="keep logs and the database")
-    args = parser.parse_args(argv)
-    if args.runs < 1 or args.sessions < 1 or args.clients < 1:
-        parser.error("--runs, --sessions and --clients must be positive")
-
-    with contextlib.ExitStack() as cleanup, sigterm_as_interrupt():
-        directory = Path(tempfile.mkdtemp(prefix="fence-bench-gateway-"))
-        if args.keep:
-            print(f"logs and database in {directory}", file=sys.stderr)
-        else:
-            cleanup.callback(shutil.rmtree, directory, ignore_errors=True)
-        redis_process, redis_url = start_redis(directory / "redis")
-        cleanup.callback(redis_process.stop)
-        token = secrets.token_urlsafe(24)
-        env = {
-            "FENCE_REDIS_URL": redis_url,
-            "FENCE_MEMORY": f"sqlite:///{directory / 'memory.db'}",
-            "FENCE_AGENTS": "workers.registry:registry",
-            "FENCE_DEFAULT_AGENT": AGENT,
-            "FENCE_API_TOKENS": token,
-            "PYTHONPATH": str(REPO),
-        }
-        settings = Settings(
-            **{k.removeprefix("FENCE_").lower(): v for k, v in env.items() if k != "PYTHONPATH"}
-        )
-        print(f"starting redis, {args.workers} workers and the gateway...", file=sys.stderr)
-        for n in range(1, args.workers + 1):
-            worker = start_worker(
-                f"bench{n}",
-                env,
-                concurrency=args.concurrency,
-                cwd=REPO,
-                log_path=directory / f"bench{n}.log",
-            )
-            cleanup.callback(worker.stop)
+def main(args: argparse.Namespace) -> list[Target]:
+    runs, sessions = SMOKE if args.smoke else (args.runs, args.sessions)
+    load = Load(runs, sessions, args.clients)
+    layout = WorkerLayout(args.workers, args.concurrency)
+    token = secrets.token_urlsafe(24)
+    env = {
+        "FENCE_AGENTS": "workers.registry:registry",
+        "FENCE_DEFAULT_AGENT": AGENT,
+        "FENCE_API_TOKENS": token,
+    }
+    print(f"starting redis, {args.workers} workers and the gateway...", file=sys.stderr)
+    with BenchRuntime(env=env, keep=args.keep, loglevel="INFO") as rt:
+        rt.start_workers(layout)
         port = free_port()
+        argv = [sys.executable, "-m", GATEWAY_MODULE, "--host", "127.0.0.1", "--port", str(port)]
         gateway = ManagedProcess(
             "gateway",
-            [
-                sys.executable,
-                "-m",
-                "producer.gateway",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--no-access-log",
-            ],  # fmt: skip
-            env=env,
+            [*argv, "--no-access-log"],  # stack.launch_gateway cannot pass this flag
+            env=rt.env,
             cwd=REPO,
-            log_path=directory / "gateway.log",
+            log_path=rt.directory / "gateway.log",
         )
-        cleanup.callback(gateway.stop)
-        gateway.wait_for(r"Uvicorn running on", timeout=60)
+        ready(rt.adopt(gateway), GATEWAY_READY)
         base_url = f"http://127.0.0.1:{port}"
-        producer = Producer(settings=settings)
-        cleanup.callback(producer.store.redis.close)
+        pid = gateway.process.pid
+        producer = Producer(settings=rt.settings)
+        try:
+            warm = Load(*WARM_UP, args.clients)
+            direct_phase(producer, warm, name="warm-direct")
+            gateway_phase(base_url, token, pid, warm, name="warm-http")
 
-        warm = argparse.Namespace(**{**vars(args), "runs": WARM_UP_RUNS, "sessions": 5})
-        direct_phase(producer, warm, name="warm-direct")
-        gateway_phase(base_url, token, gateway.process.pid, warm, name="warm-http")
+            print(f"direct: {load.runs} runs...", file=sys.stderr)
+            direct = direct_phase(producer, load)
+            print(f"gateway: {load.runs} runs...", file=sys.stderr)
+            through_gateway = gateway_phase(base_url, token, pid, load)
+        finally:
+            producer.store.redis.close()
+    print_table(direct, through_gateway, load, layout)
+    return []  # no targets: the table is the result
 
-        print(f"direct: {args.runs} runs...", file=sys.stderr)
-        direct = direct_phase(producer, args)
-        print(f"gateway: {args.runs} runs...", file=sys.stderr)
-        through_gateway = gateway_phase(base_url, token, gateway.process.pid, args)
-        print_table(direct, through_gateway, args)
-    return 0
+
+def positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be positive, not {value}")
+    return value
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--runs", type=positive, default=2000)
+    p.add_argument("--sessions", type=positive, default=200)
+    p.add_argument("--clients", type=positive, default=32, help="concurrent client threads")
+    p.add_argument("--workers", type=int, default=2, help="celery worker processes")
+    p.add_argument("--concurrency", type=int, default=2, help="pool size of each worker")
+    p.add_argument("--smoke", action="store_true", help=f"{SMOKE[0]} runs over {SMOKE[1]} sessions")
+    p.add_argument("--keep", action="store_true", help="keep logs and the database")
+    return p
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("interrupted; everything started was stopped", file=sys.stderr)
-        sys.exit(130)
+    sys.exit(run_program(main, parser()))

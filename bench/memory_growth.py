@@ -124,19 +124,14 @@ def fill(memory: BaseMemory, count: int) -> None:
         written += len(batch)
 
 
-def median_us(action: Callable[[], object], repeats: int) -> float:
-    samples = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        action()
-        samples.append((time.perf_counter() - started) * 1e6)
-    return statistics.median(samples)
-
-
 def _timed_us(action: Callable[[], object]) -> float:
     started = time.perf_counter()
     action()
     return (time.perf_counter() - started) * 1e6
+
+
+def median_us(action: Callable[[], object], repeats: int) -> float:
+    return statistics.median(_timed_us(action) for _ in range(repeats))
 
 
 def measure(memories: list[BaseMemory], repeats: int) -> list[Result]:

@@ -19,6 +19,7 @@ from workers.app import create_app
 
 QUEUE = "bench-noop"
 TASK = "bench.noop"
+CHAIN_TASK = "bench.noop_chain"
 DONE_KEY = "bench:noop:done"
 """List of the no-op tasks' finish times (epoch seconds), one entry per task."""
 
@@ -40,9 +41,6 @@ def noop(index: int, sleep_s: float = 0.0) -> None:
     if sleep_s:
         time.sleep(sleep_s)
     _redis().rpush(DONE_KEY, repr(time.time()))
-
-
-CHAIN_TASK = "bench.noop_chain"
 
 
 @app.task(name=CHAIN_TASK, acks_late=True, reject_on_worker_lost=True)

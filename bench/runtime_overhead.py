@@ -74,33 +74,16 @@ def fence_phase(
     rt: BenchRuntime, layout: WorkerLayout, turns: int, sessions: int, tag: str, app: str
 ) -> Phase:
     """Submit ``turns`` round-robin over ``sessions`` through the producer, then run them."""
-    [worker] = rt.start_workers(layout, app=app, prefix="fence")
-    try:
-        rt.warm_up(layout.slots)
-        rt.pause([worker])
-        workload = [(f"{tag}-s{i % sessions}", f"turn {i // sessions}") for i in range(turns)]
-        runs = rt.submit_all(workload)
-        redis_before, cpu_before = rt.redis_stats(), rt.worker_cpu_s([worker])
-        rt.resume([worker])
-        if not rt.wait_terminal(runs, timeout=600):
-            raise TimeoutError("fence turns did not finish in 600 s")
-        redis_used = rt.redis_stats() - redis_before
-        cpu_after = rt.worker_cpu_s([worker])
-    finally:
-        rt.stop(worker)
-    records = [r for r in rt.records(runs) if r is not None]
-    failed = [r for r in records if r.state.value != "succeeded"]
-    if failed or len(records) != turns:
-        raise RuntimeError(f"{len(failed)} turns did not succeed, e.g. {failed[:1]}")
+    workload = [(f"{tag}-s{i % sessions}", f"turn {i // sessions}") for i in range(turns)]
+    records, used = rt.run_workload(layout, workload, timeout=600, app=app, prefix="fence")
     finished = [r.finished_at for r in records if r.finished_at]
     in_lease = [(r.finished_at - r.started_at) * 1e3 for r in records]  # type: ignore[operator]
-    cpu = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
     return Phase(
         "fence turn",
         turns,
         throughput(finished),
-        cpu,
-        redis_used,
+        used.worker_cpu_s,
+        used.redis,
         turn_ms_p50=percentile(in_lease, 50),
     )
 
@@ -109,6 +92,9 @@ class Stopwatch:
     """Accumulates the time spent in wrapped calls."""
 
     def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
         self.seconds = 0.0
         self.calls = 0
 
@@ -175,7 +161,7 @@ def in_process_turns(rt: BenchRuntime, turns: int, sessions: int, profile: bool)
         rtt.append((time.perf_counter() - started) * 1e6)
     profiler = cProfile.Profile() if profile else None
     for clock in (sends, reads, sqlite_clock, publish_clock):
-        clock.seconds, clock.calls = 0.0, 0
+        clock.reset()
     started, done = time.perf_counter(), 0
     if profiler:
         profiler.enable()

@@ -53,32 +53,22 @@ def layout_for(slots: int, per_process: int, pool: str) -> WorkerLayout:
 def measure(
     rt: BenchRuntime, layout: WorkerLayout, sessions: int, turns_per_session: int, tag: str
 ) -> dict[str, float]:
-    workers = rt.start_workers(layout, prefix=f"n{layout.slots}-")
-    try:
-        rt.warm_up(layout.slots)
-        rt.pause(workers)
-        workload = [
-            (f"{tag}-s{s}", f"turn {t}") for t in range(turns_per_session) for s in range(sessions)
-        ]
-        runs = rt.submit_all(workload)
-        cpu_before = rt.worker_cpu_s(workers)
-        rt.resume(workers)
-        if not rt.wait_terminal(runs, timeout=sessions * turns_per_session * LATENCY_S + 300):
-            raise TimeoutError(f"N={layout.slots}: turns did not finish")
-        cpu_after = rt.worker_cpu_s(workers)
-    finally:
-        for worker in workers:
-            rt.stop(worker)
-    records = [r for r in rt.records(runs) if r is not None]
-    if len(records) != len(runs) or any(r.state.value != "succeeded" for r in records):
-        raise RuntimeError(f"N={layout.slots}: not every turn succeeded")
+    workload = [
+        (f"{tag}-s{s}", f"turn {t}") for t in range(turns_per_session) for s in range(sessions)
+    ]
+    records, used = rt.run_workload(
+        layout,
+        workload,
+        timeout=len(workload) * LATENCY_S + 300,
+        prefix=f"n{layout.slots}-",
+    )
     started = [r.started_at for r in records if r.started_at is not None]
     finished = [r.finished_at for r in records if r.finished_at is not None]
     makespan = max(finished) - min(started)
     per_s = len(records) / makespan
     ideal = layout.slots / LATENCY_S
     in_lease = [(f - s) * 1e3 for f, s in zip(finished, started, strict=True)]
-    cpu = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
+    cpu = used.worker_cpu_s
     return {
         "turns": len(records),
         "seconds": makespan,

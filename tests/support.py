@@ -103,8 +103,11 @@ class Runtime:
         return next(p for p in self.processes if p.name == hostname.split("@")[0])
 
     def stop(self) -> None:
+        """Stop every process started here (newest first) and close the Redis clients."""
         for process in reversed(self.processes):
             process.stop()
+        if self._producer is not None:
+            self._producer.store.redis.close()
         self.control.close()
 
 

@@ -190,9 +190,11 @@ def start_redis(
     return process, f"redis://127.0.0.1:{port}/0"
 
 
-def celery(name: str, args: Sequence[str], env: Mapping[str, str], **output: Any) -> ManagedProcess:
-    """Run ``celery -A workers <args>`` with this interpreter."""
-    argv = [sys.executable, "-m", "celery", "-A", "workers", *args]
+def celery(
+    name: str, args: Sequence[str], env: Mapping[str, str], *, app: str = "workers", **output: Any
+) -> ManagedProcess:
+    """Run ``celery -A <app> <args>`` with this interpreter."""
+    argv = [sys.executable, "-m", "celery", "-A", app, *args]
     return ManagedProcess(name, argv, env=env, **output)
 
 
@@ -210,21 +212,25 @@ def launch_worker(
     *,
     concurrency: int = 1,
     loglevel: str = "INFO",
+    pool: str = "prefork",
+    host: str = "%h",
+    app: str = "workers",
     **output: Any,
 ) -> ManagedProcess:
-    """Start a worker without waiting, so several can boot in parallel.
+    """Start a worker ``<name>@<host>`` without waiting, so several can boot in parallel.
 
     ``output`` takes ``cwd``, ``log_path`` and ``echo``, as ``ManagedProcess`` does.
     """
     args = [
         "worker",
-        "--hostname", f"{name}@%h",
+        "--hostname", f"{name}@{host}",
+        "--pool", pool,
         "--concurrency", str(concurrency),
         "--loglevel", loglevel,
         "--without-mingle",
         "--without-gossip",
     ]  # fmt: skip
-    return celery(name, args, env, **output)
+    return celery(name, args, env, app=app, **output)
 
 
 def launch_beat(

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from tests.support import FAST_RECOVERY, REPO, Runtime, new_key  # noqa: F401 - used by the tests
+from tests.support import Runtime, new_key  # noqa: F401 - the tests import them from here
 from workers.stack import start_redis
 
 
