@@ -61,12 +61,10 @@ from bench._runtime import (  # noqa: E402
 )
 from fence.memory.sqlite import SQLiteMemory  # noqa: E402
 from fence.runs import RunRequest, RunStore, load_registry  # noqa: E402
-from workers.app import RUN_TURN  # noqa: E402
+from workers.dispatch import dispatcher  # noqa: E402
 from workers.turn import TurnExecutor  # noqa: E402
 
 TARGET_RATIO = 0.7
-SINK_QUEUE = "bench-sink"
-"""Where the in-process turns publish their successors: a queue no worker reads."""
 T = TypeVar("T")
 
 
@@ -132,10 +130,12 @@ def in_process_turns(rt: BenchRuntime, turns: int, sessions: int, profile: bool)
     store = RunStore(client, rt.settings)
     ready: collections.deque[tuple[str, str]] = collections.deque()
 
+    publish_task = dispatcher(rt.app)
+
     @publish_clock.wrap
     def publish(session_id: str, run_id: str) -> None:
-        """Publish like the workers do (to a queue nobody reads), and run it here next."""
-        rt.app.send_task(RUN_TURN, kwargs={"run_id": run_id}, task_id=run_id, queue=SINK_QUEUE)
+        """Publish as the workers do (no worker is running now), and run it here next."""
+        publish_task(session_id, run_id)
         ready.append((session_id, run_id))
 
     executor = TurnExecutor(
@@ -174,7 +174,7 @@ def in_process_turns(rt: BenchRuntime, turns: int, sessions: int, profile: bool)
     if profiler:
         profiler.disable()
     elapsed = time.perf_counter() - started
-    rt.redis.delete(SINK_QUEUE)
+    rt.redis.delete(rt.app.conf.task_default_queue)  # the tasks published above
     client.close()
     profile_text = ""
     if profiler:

@@ -40,6 +40,11 @@ def validate_session_id(session_id: object, field: str = "session_id") -> str:
     return validate_identifier(session_id, field)
 
 
+def _stored(info: ValidationInfo) -> bool:
+    """Validating a message read back from a memory: it was checked when written."""
+    return bool(info.context and info.context.get("stored"))
+
+
 def _require_json(value: dict[str, Any], field: str) -> dict[str, Any]:
     """Refuse values every backend could not store the same way (they store JSON)."""
     try:
@@ -73,8 +78,8 @@ class ToolCall(BaseModel):
 
     @field_validator("arguments")
     @classmethod
-    def _arguments_are_json(cls, arguments: dict[str, Any]) -> dict[str, Any]:
-        return _require_json(arguments, "arguments")
+    def _arguments_are_json(cls, arguments: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        return arguments if _stored(info) else _require_json(arguments, "arguments")
 
 
 class Message(BaseModel):
@@ -100,7 +105,7 @@ class Message(BaseModel):
     @field_validator("content")
     @classmethod
     def _content_fits(cls, content: str, info: ValidationInfo) -> str:
-        if info.context and info.context.get("stored"):
+        if _stored(info):
             return content  # accepted when written; a lowered limit must not hide history
         limit = get_settings().max_message_bytes
         size = len(utf8(content, "content"))
@@ -112,13 +117,12 @@ class Message(BaseModel):
 
     @field_validator("meta")
     @classmethod
-    def _meta_is_json(cls, meta: dict[str, Any]) -> dict[str, Any]:
-        return _require_json(meta, "meta")
+    def _meta_is_json(cls, meta: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        return meta if _stored(info) else _require_json(meta, "meta")
 
     @model_validator(mode="after")
     def _check_shape(self, info: ValidationInfo) -> Message:
-        stored = bool(info.context and info.context.get("stored"))
-        if not stored and (self.tool_calls or self.meta):
+        if not _stored(info) and (self.tool_calls or self.meta):
             limit = get_settings().max_message_bytes
             extra = json.dumps([[c.model_dump() for c in self.tool_calls], self.meta])
             size = len(utf8(self.content, "content")) + len(extra.encode())

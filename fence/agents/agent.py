@@ -174,7 +174,7 @@ class Agent:
         if self.prefill and not window.messages and self.memory.is_empty():
             turn.append(self.prefill)
         turn.append(user_message)
-        system = self.role or self.memory.get_system_message()
+        system = self.role or window.system
         specs = [tool.spec for tool in self.tools.values()]
         for iteration in range(1, self.max_iterations + 1):
             check()

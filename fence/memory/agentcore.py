@@ -435,7 +435,9 @@ class AgentCoreMemory(BaseMemory):
     def _read_window(self, max_tokens: int | None, at_least_one: bool = False) -> Window:
         state = self._load()
         newest_first = map(_decode, reversed(state.visible_blobs()))  # decodes what it keeps
-        return take_window(newest_first, max_tokens, at_least_one, state.last_seq)
+        return take_window(
+            newest_first, max_tokens, at_least_one, state.last_seq, system=state.system
+        )
 
     def _read_all(self) -> list[Message]:
         return [_decode(blob) for blob in self._load().visible_blobs()]

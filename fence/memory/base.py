@@ -32,13 +32,15 @@ class Window:
     ``last_seq`` is the sequence number of the newest message ever written to
     the session (0 if none), read in the same snapshot as ``messages``; pass it
     to ``commit_turn(expected_last_seq=...)`` to make a write conditional on the
-    history not having moved since it was read.
+    history not having moved since it was read. ``system`` is the session's
+    system prompt, read with them: what a turn needs, in one read.
     """
 
     messages: list[Message]
     last_seq: int
     truncated: bool = False
     """True when older messages exist that did not fit the budget."""
+    system: str | None = None
 
     @property
     def tokens(self) -> int:
@@ -146,7 +148,8 @@ class BaseMemory(ABC):
 
     @abstractmethod
     def _read_window(self, max_tokens: int | None, at_least_one: bool = False) -> Window:
-        """Newest messages within ``max_tokens`` (all if None), oldest first.
+        """Newest messages within ``max_tokens`` (all if None), oldest first, with
+        the system prompt and ``last_seq`` of the same snapshot.
 
         With ``at_least_one`` the newest message is returned even if it alone
         exceeds the budget (used to test for emptiness cheaply).
@@ -172,7 +175,12 @@ class BaseMemory(ABC):
 
 
 def take_window(
-    newest_first: Iterable[Message], max_tokens: int | None, at_least_one: bool, last_seq: int
+    newest_first: Iterable[Message],
+    max_tokens: int | None,
+    at_least_one: bool,
+    last_seq: int,
+    *,
+    system: str | None,
 ) -> Window:
     """Take messages from a newest-first iterable while they fit.
 
@@ -192,4 +200,4 @@ def take_window(
         taken.append(message)
         used += cost
     taken.reverse()
-    return Window(taken, last_seq, truncated)
+    return Window(taken, last_seq, truncated, system)

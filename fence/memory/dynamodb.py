@@ -487,7 +487,9 @@ class DynamoDBMemory(BaseMemory):
     def _read_window(self, max_tokens: int | None, at_least_one: bool = False) -> Window:
         head = self._get_head()
         newest_first = self._newest_first(head.cleared_seq + 1, head.last_seq, max_tokens)
-        return take_window(newest_first, max_tokens, at_least_one, head.last_seq)
+        return take_window(
+            newest_first, max_tokens, at_least_one, head.last_seq, system=head.system_prompt
+        )
 
     def _read_all(self) -> list[Message]:
         head = self._get_head()

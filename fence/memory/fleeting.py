@@ -40,7 +40,13 @@ class FleetingMemory(BaseMemory):
 
     def _read_window(self, max_tokens: int | None, at_least_one: bool = False) -> Window:
         with self._lock:
-            return take_window(reversed(self._messages), max_tokens, at_least_one, self._last_seq)
+            return take_window(
+                reversed(self._messages),
+                max_tokens,
+                at_least_one,
+                self._last_seq,
+                system=self._system,
+            )
 
     def _read_all(self) -> list[Message]:
         with self._lock:

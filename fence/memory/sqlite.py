@@ -17,6 +17,8 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import lru_cache
+from itertools import chain
 from pathlib import Path
 
 from fence.errors import StaleWriteError
@@ -87,6 +89,17 @@ def _while_locked(statement: Callable[[], object]) -> None:
         delay = min(delay * 2, 0.25)
 
 
+@lru_cache(maxsize=64)
+def _checked_path(path: str) -> str:
+    """``path`` resolved and checked once per process: workers open a memory per turn."""
+    resolved = Path(path).resolve()
+    if not resolved.parent.is_dir():
+        raise ValueError(f"db_path: directory {str(resolved.parent)!r} does not exist")
+    if resolved.is_dir():
+        raise ValueError(f"db_path: {str(resolved)!r} is a directory, not a database file")
+    return str(resolved)
+
+
 class SQLiteMemory(BaseMemory):
     """A session stored in a SQLite file shared by threads and processes."""
 
@@ -95,14 +108,9 @@ class SQLiteMemory(BaseMemory):
         if str(db_path) == ":memory:":
             self.db_path = ":memory:"
             return
-        # Resolved now: connections are cached per path, and a relative path must
-        # keep naming the same file if the process later changes directory.
-        path = Path(db_path).resolve()
-        if not path.parent.is_dir():
-            raise ValueError(f"db_path: directory {str(path.parent)!r} does not exist")
-        if path.is_dir():
-            raise ValueError(f"db_path: {str(path)!r} is a directory, not a database file")
-        self.db_path = str(path)
+        # Made absolute now: connections are cached per path, and a relative path
+        # must keep naming the same file if the process later changes directory.
+        self.db_path = _checked_path(os.path.abspath(db_path))
 
     @contextmanager
     def _transaction(self, mode: str = "DEFERRED") -> Iterator[sqlite3.Connection]:
@@ -115,26 +123,18 @@ class SQLiteMemory(BaseMemory):
             raise
         conn.execute("COMMIT")
 
-    @staticmethod
-    def _last_seq(conn: sqlite3.Connection, session_id: str) -> int:
-        row = conn.execute(
-            "SELECT last_seq FROM fence_sessions WHERE session_id = ?", (session_id,)
-        ).fetchone()
-        return row[0] if row else 0
-
     def _append(
         self, messages: list[Message], turn_id: str | None, expected_last_seq: int | None
     ) -> bool:
         with self._transaction("IMMEDIATE") as conn:
-            if (
-                turn_id is not None
-                and conn.execute(
-                    "SELECT 1 FROM fence_turns WHERE session_id = ? AND turn_id = ?",
-                    (self.session_id, turn_id),
-                ).fetchone()
-            ):
+            stored_seq, committed = conn.execute(
+                "SELECT (SELECT last_seq FROM fence_sessions WHERE session_id = ?1), "
+                "EXISTS (SELECT 1 FROM fence_turns WHERE session_id = ?1 AND turn_id = ?2)",
+                (self.session_id, turn_id),
+            ).fetchone()
+            if committed:
                 return False
-            last_seq = self._last_seq(conn, self.session_id)
+            last_seq = stored_seq or 0
             if expected_last_seq is not None and expected_last_seq != last_seq:
                 raise StaleWriteError.moved_on(self.session_id, expected_last_seq, last_seq)
             conn.executemany(
@@ -162,16 +162,28 @@ class SQLiteMemory(BaseMemory):
             yield Message.from_record(json.loads(record), seq=seq, turn_id=turn_id)
 
     def _read_window(self, max_tokens: int | None, at_least_one: bool = False) -> Window:
-        with self._transaction() as conn:
-            last_seq = self._last_seq(conn, self.session_id)
-            rows = conn.execute(
-                "SELECT seq, turn_id, record FROM fence_messages WHERE session_id = ? "
-                "ORDER BY seq DESC",
-                (self.session_id,),
+        # One statement is one snapshot: the session row, then its messages newest
+        # first, read only as far as the window takes them (one row of NULLs when
+        # the session has none).
+        rows = _connection(self.db_path).execute(
+            "SELECT s.last_seq, s.system_prompt, m.seq, m.turn_id, m.record "
+            "FROM fence_sessions s LEFT JOIN fence_messages m ON m.session_id = s.session_id "
+            "WHERE s.session_id = ? ORDER BY m.seq DESC",
+            (self.session_id,),
+        )
+        try:
+            first = rows.fetchone()
+            last_seq, system = first[:2] if first else (0, None)
+            stored = chain([first], rows) if first and first[2] is not None else ()
+            return take_window(
+                self._rows_to_messages(row[2:] for row in stored),
+                max_tokens,
+                at_least_one,
+                last_seq,
+                system=system,
             )
-            window = take_window(self._rows_to_messages(rows), max_tokens, at_least_one, last_seq)
+        finally:
             rows.close()
-            return window
 
     def _read_all(self) -> list[Message]:
         with self._transaction() as conn:

@@ -11,9 +11,14 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import redis
+from redis.client import Pipeline
+from redis.commands.core import Script
+from redis.exceptions import NoScriptError
 
 from fence.runs import keys, scripts
 from fence.runs.schema import RunRecord, RunRequest, RunState
@@ -104,6 +109,8 @@ class RunStore:
         self._cancel = client.register_script(scripts.CANCEL)
         self._sweep_session = client.register_script(scripts.SWEEP_SESSION)
         self._forget_idle = client.register_script(scripts.FORGET_IDLE)
+        self._scripts = (self._submit, self._renew, self._finish, self._sweep_session)
+        """The scripts that run in pipelines (see ``_pipeline``)."""
 
     @classmethod
     def from_url(cls, url: str | None = None, settings: Settings | None = None) -> RunStore:
@@ -117,6 +124,26 @@ class RunStore:
         )
         return cls(client, settings)
 
+    def _pipeline(self, queue: Callable[[Pipeline], None]) -> list[Any]:
+        """Run the commands ``queue`` adds to a pipeline, in one round trip.
+
+        redis-py checks a pipeline's scripts with an extra ``SCRIPT EXISTS`` round
+        trip every time; these pipelines call ``EVALSHA`` directly instead. If Redis
+        has lost its script cache (a restart, ``SCRIPT FLUSH``), the scripts are
+        loaded and the pipeline replayed once: a command that met ``NOSCRIPT`` did
+        not run, and every other command these pipelines hold may run twice.
+        """
+        pipe = self.redis.pipeline(transaction=False)
+        queue(pipe)
+        try:
+            return pipe.execute()
+        except NoScriptError:
+            for script in self._scripts:
+                self.redis.script_load(script.script)
+            pipe = self.redis.pipeline(transaction=False)
+            queue(pipe)
+            return pipe.execute()
+
     # -- producers ----------------------------------------------------------
 
     def submit(self, request: RunRequest) -> Submission:
@@ -127,30 +154,33 @@ class RunStore:
         fields = RunRecord.new_hash(run_id, request, now)
         flat = [item for pair in fields.items() for item in pair]
         idem = request.idempotency_key
+
         # One round trip, in this order: the index entries exist before the run can.
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.set(keys.run_index(run_id), sid)
-        pipe.zadd(keys.ACTIVE_SESSIONS, {sid: now})
-        self._submit(
-            keys=[
-                keys.session(sid),
-                keys.mailbox(sid),
-                keys.run(sid, run_id),
-                keys.idempotency(sid, idem or "-"),
-            ],
-            args=[
-                run_id,
-                request.strategy.value,
-                "1" if idem else "0",
-                self.settings.idempotency_ttl_s,
-                repr(now),
-                keys.run_prefix(sid),
-                self.settings.run_ttl_s,
-                *flat,
-            ],
-            client=pipe,
-        )
-        _, _, (outcome, found_id, position) = pipe.execute()
+        def queue(pipe: Pipeline) -> None:
+            pipe.set(keys.run_index(run_id), sid)
+            pipe.zadd(keys.ACTIVE_SESSIONS, {sid: now})
+            _evalsha(
+                pipe,
+                self._submit,
+                [
+                    keys.session(sid),
+                    keys.mailbox(sid),
+                    keys.run(sid, run_id),
+                    keys.idempotency(sid, idem or "-"),
+                ],
+                [
+                    run_id,
+                    request.strategy.value,
+                    "1" if idem else "0",
+                    self.settings.idempotency_ttl_s,
+                    repr(now),
+                    keys.run_prefix(sid),
+                    self.settings.run_ttl_s,
+                    *flat,
+                ],
+            )
+
+        _, _, (outcome, found_id, position) = self._pipeline(queue)
         if outcome == "duplicate":
             self.redis.delete(keys.run_index(run_id))
             record = self.get(found_id, sid)
@@ -243,15 +273,18 @@ class RunStore:
 
     def renew(self, leases: list[Lease]) -> list[bool]:
         """Extend leases in one round trip; False means that lease was lost."""
-        pipe = self.redis.pipeline(transaction=False)
         now = repr(time.time())
-        for lease in leases:
-            self._renew(
-                keys=[keys.lease(lease.session_id), keys.session(lease.session_id)],
-                args=[lease.token, self.settings.lease_ms, now],
-                client=pipe,
-            )
-        return [bool(held) for held in pipe.execute()]
+
+        def queue(pipe: Pipeline) -> None:
+            for lease in leases:
+                _evalsha(
+                    pipe,
+                    self._renew,
+                    [keys.lease(lease.session_id), keys.session(lease.session_id)],
+                    [lease.token, self.settings.lease_ms, now],
+                )
+
+        return [bool(held) for held in self._pipeline(queue)]
 
     def holds(self, lease: Lease) -> bool:
         return self.redis.get(keys.lease(lease.session_id)) == lease.token
@@ -284,24 +317,28 @@ class RunStore:
         Raises ``LeaseLost`` if another worker holds the session now.
         """
         sid, run_id = lease.session_id, lease.run_id
-        pipe = self.redis.pipeline(transaction=False)
-        self._finish(
-            keys=[keys.session(sid), keys.mailbox(sid), keys.lease(sid), keys.run(sid, run_id)],
-            args=[
-                lease.token,
-                run_id,
-                state.value,
-                repr(time.time()),
-                self.settings.run_ttl_s,
-                keys.run_prefix(sid),
-                result,
-                error,
-                keys.done_channel(run_id),
-            ],
-            client=pipe,
-        )
-        pipe.expire(keys.run_index(run_id), self.settings.run_ttl_s)  # harmless if lost
-        outcome, _ = pipe.execute()
+        now = repr(time.time())
+
+        def queue(pipe: Pipeline) -> None:
+            _evalsha(
+                pipe,
+                self._finish,
+                [keys.session(sid), keys.mailbox(sid), keys.lease(sid), keys.run(sid, run_id)],
+                [
+                    lease.token,
+                    run_id,
+                    state.value,
+                    now,
+                    self.settings.run_ttl_s,
+                    keys.run_prefix(sid),
+                    result,
+                    error,
+                    keys.done_channel(run_id),
+                ],
+            )
+            pipe.expire(keys.run_index(run_id), self.settings.run_ttl_s)  # harmless if lost
+
+        outcome, _ = self._pipeline(queue)
         if outcome[0] == "lost":
             raise LeaseLost(sid, run_id)
         return outcome[1] if outcome[0] == "next" else None
@@ -320,19 +357,26 @@ class RunStore:
         sessions = self.redis.zrange(keys.ACTIVE_SESSIONS, 0, -1, withscores=True)
         for start in range(0, len(sessions), SWEEP_BATCH):
             batch = sessions[start : start + SWEEP_BATCH]
-            pipe = self.redis.pipeline(transaction=False)
-            for session_id, _ in batch:
-                self._sweep_session(
-                    keys=[keys.session(session_id), keys.lease(session_id)],
-                    args=[repr(now), stall],
-                    client=pipe,
-                )
-            for (session_id, score), outcome in zip(batch, pipe.execute(), strict=True):
+
+            def queue(pipe: Pipeline, batch: list[tuple[str, float]] = batch) -> None:
+                for session_id, _ in batch:
+                    _evalsha(
+                        pipe,
+                        self._sweep_session,
+                        [keys.session(session_id), keys.lease(session_id)],
+                        [repr(now), stall],
+                    )
+
+            for (session_id, score), outcome in zip(batch, self._pipeline(queue), strict=True):
                 if outcome[0] == "redispatch":
                     stalled.append((session_id, outcome[1]))
                 elif outcome[0] == "idle" and now - score > stall:
                     self._forget_idle(keys=[keys.ACTIVE_SESSIONS], args=[session_id, repr(score)])
         return stalled
+
+
+def _evalsha(pipe: Pipeline, script: Script, keys: list[str], args: list[Any]) -> None:
+    pipe.evalsha(script.sha, len(keys), *keys, *args)
 
 
 class LeaseLost(RuntimeError):

@@ -56,6 +56,18 @@ def test_system_prompt_is_set_replaced_and_kept_by_clear(open_memory):
     assert reopened.get_messages() == []
 
 
+def test_window_carries_the_system_prompt_read_with_it(open_memory):
+    session = new_session()
+    memory = open_memory(session)
+    assert memory.get_window().system is None
+    memory.set_system_message("You are terse")
+    memory.add_user_message("hi")
+
+    assert memory.get_window(0).system == "You are terse"
+    memory.clear()
+    assert open_memory(session).get_window().system == "You are terse"
+
+
 def test_system_note_is_part_of_the_conversation_not_the_prompt(open_memory):
     memory = open_memory(new_session())
     memory.set_system_message("original prompt")

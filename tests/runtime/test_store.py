@@ -168,3 +168,23 @@ def test_a_run_whose_publish_failed_is_still_accepted_and_left_to_the_sweeper(st
     accepted = run.status()
     assert accepted.state is RunState.QUEUED
     assert store.stalled_runs(now=accepted.accepted_at + 6) == [("s1", run.id)]
+
+
+def test_every_step_still_works_after_redis_loses_its_script_cache(store: RunStore):
+    """A Redis restart or ``SCRIPT FLUSH`` empties the script cache; the pipelined
+    scripts (submit, renew, finish, sweep) load them again and run exactly once."""
+    store.redis.script_flush()
+    first, second = store.submit(request()), store.submit(request())
+    lease = store.acquire("s1", first.run_id, "w1")
+
+    store.redis.script_flush()
+    assert store.renew([lease]) == [True]
+    store.redis.script_flush()
+    assert store.finish(lease, RunState.SUCCEEDED, result="ok") == second.run_id
+    store.redis.script_flush()
+    accepted = store.get(second.run_id).accepted_at
+    assert store.stalled_runs(now=accepted + 6) == [("s1", second.run_id)]
+
+    assert store.session("s1").active_run == second.run_id
+    assert store.session("s1").queued == []
+    assert store.get(first.run_id).state is RunState.SUCCEEDED
