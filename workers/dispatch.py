@@ -15,23 +15,31 @@ def dispatcher(app: Celery) -> Dispatch:
     """A function that publishes ``fence.run_turn`` for (session_id, run_id) on ``app``.
 
     Every turn after a session's first is published by the worker that ran the
-    turn before it, so this is on the turn's path. Two costs Celery would pay
-    per message are paid up front: the argument reprs Flower shows (two short
-    identifiers: exact, where Celery would run its truncating ``saferepr``), and
-    the queue declaration (``declare=[]``): Celery routes a task for a direct
-    exchange's queue straight to the queue's Redis list, and workers declare
-    their queues when they start.
+    turn before it, so this is on the turn's path. It builds and sends the
+    message with the two halves of ``Celery.send_task`` (``create_task_message``,
+    ``send_task_message``), doing once what ``send_task`` does per message:
+    routing (``task_routes`` are honoured) and the queue declaration (workers
+    declare their queues when they start; a direct exchange's message goes
+    straight to the queue's list). The reprs Flower shows are built exactly,
+    where Celery would run its truncating ``saferepr``. A turn is not a child of
+    the turn that published it, so no parent id is set.
     """
+    amqp = app.amqp
+    route = amqp.router.route({}, RUN_TURN)
 
     def dispatch(session_id: str, run_id: str) -> None:
         kwargs = {"run_id": run_id, "session_id": session_id}
-        app.send_task(
+        message = amqp.create_task_message(
+            run_id,
             RUN_TURN,
-            kwargs=kwargs,
-            task_id=run_id,
+            (),
+            kwargs,
+            reply_to=app.thread_oid,
+            ignore_result=None,  # as send_task: the task's own setting applies
             argsrepr="()",
             kwargsrepr=repr(kwargs),
-            declare=[],
         )
+        with app.producer_or_acquire() as producer:
+            amqp.send_task_message(producer, RUN_TURN, message, declare=[], **route)
 
     return dispatch
