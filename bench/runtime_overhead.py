@@ -19,7 +19,7 @@ no-op (median over rounds). To show where the time goes it also prints CPU
 and Redis commands per item, and splits one turn, executed in this process
 without Celery's worker, into Redis round trips, SQLite, publishing and Python.
 
-    python bench/runtime_overhead.py            # 2,000 items / 200 sessions, 3 rounds
+    python bench/runtime_overhead.py            # 2,000 items / 200 sessions, 5 rounds
     python bench/runtime_overhead.py --smoke
     python bench/runtime_overhead.py --profile  # + cProfile of the in-process turns
     PYTHONPATH=/path/to/patch python bench/runtime_overhead.py --worker-app mypatch
@@ -342,7 +342,9 @@ def parser() -> argparse.ArgumentParser:
     p = base_parser(__doc__)
     p.add_argument("--turns", type=int, default=2_000)
     p.add_argument("--sessions", type=int, default=200)
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument(
+        "--rounds", type=int, default=5, help="rounds of the three workloads; the median is taken"
+    )
     p.add_argument("--concurrency", type=int, default=2, help="worker slots (default: 2 cores)")
     p.add_argument("--pool", default="prefork", choices=["prefork", "threads", "solo"])
     p.add_argument("--profile", action="store_true", help="cProfile the in-process turns")
