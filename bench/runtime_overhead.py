@@ -14,7 +14,7 @@ and with the same worker settings, it times:
 
 Each workload is queued while its worker is paused, then the worker is
 resumed, so only execution is timed (by the finish timestamps the tasks
-record). Rounds repeat the three in turn. Target: fence throughput >= 0.7 x
+record). Rounds repeat the three, in alternating order. Target: fence throughput >= 0.7 x
 no-op (median over rounds). To show where the time goes it also prints CPU
 and Redis commands per item, and splits one turn, executed in this process
 without Celery's worker, into Redis round trips, SQLite, publishing and Python.
@@ -37,6 +37,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -222,9 +223,18 @@ def main(args: argparse.Namespace) -> list[Target]:
     rounds_done: list[tuple[Phase, Phase, Phase]] = []
     with BenchRuntime(latency=0.0, keep=args.keep) as rt:
         for round_no in range(1, rounds + 1):
-            noop = rt.time_celery_tasks(layout, turns)
-            chained = rt.time_celery_tasks(layout, turns, chains=sessions)
-            fence = fence_phase(rt, layout, turns, sessions, f"r{round_no}", args.worker_app)
+            workloads: dict[str, Callable[[], Phase]] = {
+                "noop": partial(rt.time_celery_tasks, layout, turns),
+                "chained": partial(rt.time_celery_tasks, layout, turns, chains=sessions),
+                "fence": partial(
+                    fence_phase, rt, layout, turns, sessions, f"r{round_no}", args.worker_app
+                ),
+            }
+            # Alternate the order, so that a host slowing or speeding up over a round
+            # does not always favour the same workload.
+            order = list(workloads) if round_no % 2 else list(reversed(workloads))
+            measured = {name: workloads[name]() for name in order}
+            noop, chained, fence = measured["noop"], measured["chained"], measured["fence"]
             rounds_done.append((noop, chained, fence))
             print(
                 f"round {round_no}: no-op {noop.per_s:.0f}/s, chained no-op "
