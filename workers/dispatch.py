@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import cache
+from typing import Any
 
 from celery import Celery
 
@@ -17,15 +19,19 @@ def dispatcher(app: Celery) -> Dispatch:
     Every turn after a session's first is published by the worker that ran the
     turn before it, so this is on the turn's path. It builds and sends the
     message with the two halves of ``Celery.send_task`` (``create_task_message``,
-    ``send_task_message``), doing once what ``send_task`` does per message:
-    routing (``task_routes`` are honoured) and the queue declaration (workers
-    declare their queues when they start; a direct exchange's message goes
-    straight to the queue's list). The reprs Flower shows are built exactly,
-    where Celery would run its truncating ``saferepr``. A turn is not a child of
-    the turn that published it, so no parent id is set.
+    ``send_task_message``) and skips what ``send_task`` would repeat per message:
+    the route (``task_routes`` are honoured) is resolved once, on first use; the
+    queue is not declared again (workers declare their queues when they start,
+    and a direct exchange's message goes straight to the queue's list); the
+    reprs Flower shows are built exactly, where Celery would run its truncating
+    ``saferepr``. A turn is not a child of the turn that published it, so no
+    parent id is set.
     """
     amqp = app.amqp
-    route = amqp.router.route({}, RUN_TURN)
+
+    @cache
+    def route() -> dict[str, Any]:
+        return amqp.router.route({}, RUN_TURN)
 
     def dispatch(session_id: str, run_id: str) -> None:
         kwargs = {"run_id": run_id, "session_id": session_id}
@@ -40,6 +46,6 @@ def dispatcher(app: Celery) -> Dispatch:
             kwargsrepr=repr(kwargs),
         )
         with app.producer_or_acquire() as producer:
-            amqp.send_task_message(producer, RUN_TURN, message, declare=[], **route)
+            amqp.send_task_message(producer, RUN_TURN, message, declare=[], **route())
 
     return dispatch
