@@ -19,7 +19,7 @@ no-op (median over rounds). To show where the time goes it also prints CPU
 and Redis commands per item, and splits one turn, executed in this process
 without Celery's worker, into Redis round trips, SQLite, publishing and Python.
 
-    python bench/runtime_overhead.py            # 2,000 items / 200 sessions, 5 rounds
+    python bench/runtime_overhead.py            # 2,000 items / 200 sessions, 7 rounds
     python bench/runtime_overhead.py --smoke
     python bench/runtime_overhead.py --profile  # + cProfile of the in-process turns
     PYTHONPATH=/path/to/patch python bench/runtime_overhead.py --worker-app mypatch
@@ -353,7 +353,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--turns", type=int, default=2_000)
     p.add_argument("--sessions", type=int, default=200)
     p.add_argument(
-        "--rounds", type=int, default=5, help="rounds of the three workloads; the median is taken"
+        "--rounds", type=int, default=7, help="rounds of the three workloads; the median is taken"
     )
     p.add_argument("--concurrency", type=int, default=2, help="worker slots (default: 2 cores)")
     p.add_argument("--pool", default="prefork", choices=["prefork", "threads", "solo"])

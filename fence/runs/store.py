@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 from redis.client import Pipeline
@@ -29,6 +29,8 @@ REDIS_TIMEOUT_S = 10.0
 
 SWEEP_BATCH = 200
 """Sessions checked per Redis round trip by the sweeper."""
+
+T = TypeVar("T")
 
 
 class RunNotFound(LookupError):
@@ -109,8 +111,16 @@ class RunStore:
         self._cancel = client.register_script(scripts.CANCEL)
         self._sweep_session = client.register_script(scripts.SWEEP_SESSION)
         self._forget_idle = client.register_script(scripts.FORGET_IDLE)
-        self._scripts = (self._submit, self._renew, self._finish, self._sweep_session)
-        """The scripts that run in pipelines (see ``_pipeline``)."""
+        self._scripts = (
+            self._submit,
+            self._acquire,
+            self._renew,
+            self._save_answer,
+            self._finish,
+            self._cancel,
+            self._sweep_session,
+            self._forget_idle,
+        )
 
     @classmethod
     def from_url(cls, url: str | None = None, settings: Settings | None = None) -> RunStore:
@@ -124,25 +134,35 @@ class RunStore:
         )
         return cls(client, settings)
 
+    def _call(self, script: Script, keys: list[str], args: list[Any]) -> Any:
+        """Run one script: ``Script.__call__``, without its per-call overhead."""
+        return self._loading_scripts(lambda: _evalsha(self.redis, script, keys, args))
+
     def _pipeline(self, queue: Callable[[Pipeline], None]) -> list[Any]:
         """Run the commands ``queue`` adds to a pipeline, in one round trip.
 
         redis-py checks a pipeline's scripts with an extra ``SCRIPT EXISTS`` round
-        trip every time; these pipelines call ``EVALSHA`` directly instead. If Redis
-        has lost its script cache (a restart, ``SCRIPT FLUSH``), the scripts are
-        loaded and the pipeline replayed once: a command that met ``NOSCRIPT`` did
-        not run, and every other command these pipelines hold may run twice.
+        trip every time; these pipelines call ``EVALSHA`` directly instead. Every
+        command these pipelines hold may run twice (see ``_loading_scripts``).
         """
-        pipe = self.redis.pipeline(transaction=False)
-        queue(pipe)
-        try:
-            return pipe.execute()
-        except NoScriptError:
-            for script in self._scripts:
-                self.redis.script_load(script.script)
+
+        def execute() -> list[Any]:
             pipe = self.redis.pipeline(transaction=False)
             queue(pipe)
             return pipe.execute()
+
+        return self._loading_scripts(execute)
+
+    def _loading_scripts(self, run: Callable[[], T]) -> T:
+        """``run()``; if Redis has lost its script cache (a restart, ``SCRIPT FLUSH``),
+        load the scripts and run it once more: a command that met ``NOSCRIPT`` did
+        not run."""
+        try:
+            return run()
+        except NoScriptError:
+            for script in self._scripts:
+                self.redis.script_load(script.script)
+            return run()
 
     # -- producers ----------------------------------------------------------
 
@@ -209,9 +229,10 @@ class RunStore:
         """Cancel durably: a queued run leaves the mailbox; a running one stops at its
         next step and commits nothing. Cancelling a finished run changes nothing."""
         sid = session_id or self.session_of(run_id)
-        [outcome] = self._cancel(
-            keys=[keys.session(sid), keys.mailbox(sid), keys.run(sid, run_id)],
-            args=[run_id, repr(time.time()), self.settings.run_ttl_s, keys.done_channel(run_id)],
+        [outcome] = self._call(
+            self._cancel,
+            [keys.session(sid), keys.mailbox(sid), keys.run(sid, run_id)],
+            [run_id, repr(time.time()), self.settings.run_ttl_s, keys.done_channel(run_id)],
         )
         if outcome == "missing":
             raise RunNotFound(run_id)
@@ -250,15 +271,16 @@ class RunStore:
 
     def acquire(self, session_id: str, run_id: str, worker: str) -> Lease | Skip:
         """Take the session's lease for its active run, or say why not (``Skip``)."""
-        outcome, value, *record = self._acquire(
-            keys=[
+        outcome, value, *record = self._call(
+            self._acquire,
+            [
                 keys.session(session_id),
                 keys.lease(session_id),
                 keys.fencing_counter(session_id),
                 keys.run(session_id, run_id),
                 keys.mailbox(session_id),
             ],
-            args=[
+            [
                 run_id,
                 self.settings.lease_ms,
                 repr(time.time()),
@@ -300,9 +322,10 @@ class RunStore:
         Returns ``"saved"``, or ``"lost"`` (lease gone) or ``"cancelled"``: then
         the turn must not be committed.
         """
-        return self._save_answer(
-            keys=[keys.lease(lease.session_id), keys.run(lease.session_id, lease.run_id)],
-            args=[lease.token, answer],
+        return self._call(
+            self._save_answer,
+            [keys.lease(lease.session_id), keys.run(lease.session_id, lease.run_id)],
+            [lease.token, answer],
         )
 
     def pending_result(self, lease: Lease) -> str | None:
@@ -371,12 +394,14 @@ class RunStore:
                 if outcome[0] == "redispatch":
                     stalled.append((session_id, outcome[1]))
                 elif outcome[0] == "idle" and now - score > stall:
-                    self._forget_idle(keys=[keys.ACTIVE_SESSIONS], args=[session_id, repr(score)])
+                    self._call(self._forget_idle, [keys.ACTIVE_SESSIONS], [session_id, repr(score)])
         return stalled
 
 
-def _evalsha(pipe: Pipeline, script: Script, keys: list[str], args: list[Any]) -> None:
-    pipe.evalsha(script.sha, len(keys), *keys, *args)
+def _evalsha(
+    client: redis.Redis | Pipeline, script: Script, keys: list[str], args: list[Any]
+) -> Any:
+    return client.evalsha(script.sha, len(keys), *keys, *args)
 
 
 class LeaseLost(RuntimeError):

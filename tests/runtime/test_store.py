@@ -171,20 +171,27 @@ def test_a_run_whose_publish_failed_is_still_accepted_and_left_to_the_sweeper(st
 
 
 def test_every_step_still_works_after_redis_loses_its_script_cache(store: RunStore):
-    """A Redis restart or ``SCRIPT FLUSH`` empties the script cache; the pipelined
-    scripts (submit, renew, finish, sweep) load them again and run exactly once."""
-    store.redis.script_flush()
+    """A Redis restart or ``SCRIPT FLUSH`` empties the script cache; every step
+    loads the scripts again and runs exactly once."""
+    flush = store.redis.script_flush
+    flush()
     first, second = store.submit(request()), store.submit(request())
+    third = store.submit(request())
+    flush()
     lease = store.acquire("s1", first.run_id, "w1")
-
-    store.redis.script_flush()
+    flush()
     assert store.renew([lease]) == [True]
-    store.redis.script_flush()
+    flush()
+    assert store.save_answer(lease, "ok") == "saved"
+    flush()
     assert store.finish(lease, RunState.SUCCEEDED, result="ok") == second.run_id
-    store.redis.script_flush()
+    flush()
+    assert store.cancel(third.run_id).state is RunState.CANCELLED
+    flush()
     accepted = store.get(second.run_id).accepted_at
     assert store.stalled_runs(now=accepted + 6) == [("s1", second.run_id)]
 
     assert store.session("s1").active_run == second.run_id
     assert store.session("s1").queued == []
     assert store.get(first.run_id).state is RunState.SUCCEEDED
+    assert store.get(first.run_id).attempts == 1
