@@ -185,10 +185,10 @@ def print_sessions(db_path: Path, session_ids: Sequence[str], out: TextIO) -> No
     turns: set[tuple[str, str]] = set()
     agents: set[str] = set()
     for session_id in session_ids:
-        memory = SQLiteMemory(db_path, session_id)
-        messages = memory.get_messages()
+        window = SQLiteMemory(db_path, session_id).get_window()
+        messages = window.messages
         print(f"== session {session_id} ({len(messages)} messages) ==", file=out)
-        if system := memory.get_system_message():
+        if system := window.system:
             print(f"   {'system prompt':<{WIDTH}} | {system}", file=out)
         for message in messages:
             who, text = describe(message)

@@ -255,10 +255,10 @@ def cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_history(args: argparse.Namespace, settings: Settings) -> int:
     validate_session_id(args.session, "session")
     memory = memory_factory(settings.memory)(args.session)
-    messages = memory.get_messages()
+    window = memory.get_window()  # the whole history and the system prompt, in one read
+    messages, system = window.messages, window.system
     if args.limit is not None:
         messages = messages[-args.limit :]
-    system = memory.get_system_message()
     if args.json:
         emit_json(
             {

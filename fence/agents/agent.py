@@ -171,7 +171,8 @@ class Agent:
         window = self.memory.get_window(self.max_memory_size)
         history = history_from_window(window)
         turn: list[Message] = []
-        if self.prefill and not window.messages and self.memory.is_empty():
+        # An empty window that was not truncated is an empty conversation.
+        if self.prefill and not window.messages and not window.truncated:
             turn.append(self.prefill)
         turn.append(user_message)
         system = self.role or window.system
@@ -217,13 +218,11 @@ class Agent:
         left as a system note, so the session's original system prompt stays.
         If the model fails (an empty reply is a failure), the history is kept.
         """
-        history = self.memory.get_messages()
-        if not history:
+        window = self.memory.get_window()
+        if not window.messages:
             return ""
         request = Message(role=Role.USER, content=SUMMARY_PROMPT)
-        response = self.model.invoke(
-            history + [request], system=self.role or self.memory.get_system_message()
-        )
+        response = self.model.invoke(window.messages + [request], system=self.role or window.system)
         summary = response.content.strip()  # never empty: Model.invoke refuses that
         self.memory.clear()
         self.memory.add_message(Role.SYSTEM, f"Previous conversation summarized: {summary}")

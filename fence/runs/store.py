@@ -111,16 +111,8 @@ class RunStore:
         self._cancel = client.register_script(scripts.CANCEL)
         self._sweep_session = client.register_script(scripts.SWEEP_SESSION)
         self._forget_idle = client.register_script(scripts.FORGET_IDLE)
-        self._scripts = (
-            self._submit,
-            self._acquire,
-            self._renew,
-            self._save_answer,
-            self._finish,
-            self._cancel,
-            self._sweep_session,
-            self._forget_idle,
-        )
+        self._scripts = tuple(v for v in vars(self).values() if isinstance(v, Script))
+        """All of the above: what ``_loading_scripts`` loads into an emptied cache."""
 
     @classmethod
     def from_url(cls, url: str | None = None, settings: Settings | None = None) -> RunStore:

@@ -134,6 +134,17 @@ def test_prefill_is_not_written_into_a_session_that_already_has_history(memory):
     assert PREFILL not in [m.content for m in memory.get_messages()]
 
 
+def test_prefill_is_not_written_when_the_history_is_only_too_long_for_the_window(memory):
+    memory.add_user_message("a long earlier message " * 50)
+    model = ScriptedModel([answer("ok")])
+    agent = Agent(identifier="bot", model=model, memory=memory, prefill=PREFILL, max_memory_size=10)
+
+    agent.run("hi")
+
+    assert PREFILL not in [m.content for m in memory.get_messages()]
+    assert roles_and_contents(model.calls[0]) == [("user", "hi")]
+
+
 def test_prefill_opens_the_conversation_again_after_clear(memory):
     model = ScriptedModel([answer("a1"), answer("a2")])
     agent = Agent(identifier="bot", model=model, memory=memory, prefill=PREFILL)
