@@ -23,6 +23,22 @@ class StaleWriteError(FenceError):
         )
 
 
+class FencedOutError(StaleWriteError):
+    """A fenced write or claim carried a token older than one the session has seen.
+
+    The writer's lease was taken over by a newer holder (who wrote or claimed
+    the session with a larger token): whatever it was about to write must not
+    land. Nothing was written.
+    """
+
+    @classmethod
+    def newer(cls, session_id: str, token: int, seen: int) -> FencedOutError:
+        return cls(
+            f"session {session_id!r} is fenced at token {seen}; a write with older token "
+            f"{token} was refused: a newer lease holder took the session over"
+        )
+
+
 class ModelError(FenceError):
     """A model call failed. ``retryable`` says whether trying again may help."""
 

@@ -12,8 +12,9 @@ Events
     calls and results survive and a turn lands all at once or not at all. An
     event holds at most 100 payloads: a turn holds at most
     ``MAX_MESSAGES_PER_TURN`` (100) messages. Event metadata carries
-    ``fence_kind`` (turn, system or clear), ``fence_seq`` / ``fence_last``
-    (the turn's seq range) and ``fence_turn`` (its turn id), so seq claims
+    ``fence_kind`` (turn, system, clear or fence), ``fence_seq`` / ``fence_last``
+    (the turn's seq range), ``fence_turn`` (its turn id) and ``fence_token``
+    (the fencing token of a fenced commit or claim), so seq claims
     and turn ids are read without payloads. The system prompt is an event of
     kind ``system`` (the newest wins, by a per-process monotonic nanosecond
     clock ``fence_at``, then event id); ``clear()`` writes an event of kind
@@ -47,6 +48,20 @@ Allocating seq (no conditional writes)
     per-session lease is what keeps writers apart. An append costs 2 reads of
     the session's metadata plus 1 ``CreateEvent`` (plus 1 ``DeleteEvent`` on
     conflict).
+
+Fencing (no conditional writes, so as close as the API allows)
+    ``claim_fence(token)`` writes an event of kind ``fence`` holding the
+    token; a fenced commit carries its token in ``fence_token``. A fenced
+    commit is refused before it writes when any claim or fenced turn holds a
+    larger token. After writing, the verification read deletes our event
+    (and raises ``FencedOutError``) if a larger token's claim or turn came
+    before it in the service's event order; every reader, ``has_turn``
+    included, ignores such an event, so a turn fenced out this way is never
+    seen even before its writer deletes it (or if the writer died first).
+    What remains: this relies on event ids ordering by creation time (the
+    ``<epoch ms>#...`` ids seen so far; events created in the same
+    millisecond are ordered by the rest of the id, which need not follow
+    creation), and an unfenced library write is never refused.
 
 Idempotency
     Each ``CreateEvent`` sends a ``clientToken`` derived from the memory,
@@ -83,7 +98,7 @@ from typing import Any
 import boto3
 from botocore.client import BaseClient
 
-from fence.errors import MemoryBackendError, StaleWriteError
+from fence.errors import FencedOutError, MemoryBackendError, StaleWriteError
 from fence.memory import _aws
 from fence.memory.base import BaseMemory, Window, take_window
 from fence.messages import Message
@@ -138,6 +153,8 @@ class _TurnEvent:
     turn_id: str | None
     blobs: list[dict[str, Any]]
     """The event's ``message`` blobs, decoded only when read (none without payloads)."""
+    fence: int = 0
+    """The fencing token the turn was committed with (0: an unfenced write)."""
 
 
 @dataclass
@@ -149,6 +166,31 @@ class _State:
     """(order key, event id, text) of each system prompt event; the greatest key wins."""
     clears: list[tuple[tuple[int, int, tuple[int, str]], str]] = field(default_factory=list)
     """((cleared seq, at, event order), event id) of each clear event."""
+    claims: list[tuple[int, tuple[int, str], str]] = field(default_factory=list)
+    """(token, event order, event id) of each fence claim."""
+
+    def __post_init__(self) -> None:
+        self._markers: list[tuple[int, tuple[int, str]]] | None = None
+
+    @property
+    def fence(self) -> int:
+        """The largest token any claim or fenced turn holds (0: none)."""
+        return max([0, *(token for token, _, _ in self.claims), *(t.fence for t in self.turns)])
+
+    def fenced_out(self, turn: _TurnEvent) -> bool:
+        """Whether a larger token's claim or fenced turn precedes this fenced turn:
+        it was written after a newer holder took over, and does not count."""
+        if not turn.fence:
+            return False
+        if self._markers is None:
+            self._markers = [(token, order) for token, order, _ in self.claims]
+            self._markers += [(t.fence, _event_order(t.event_id)) for t in self.turns if t.fence]
+        order = _event_order(turn.event_id)
+        return any(token > turn.fence and at < order for token, at in self._markers)
+
+    @property
+    def live_turns(self) -> list[_TurnEvent]:
+        return [t for t in self.turns if not self.fenced_out(t)]
 
     @property
     def system(self) -> str | None:
@@ -168,7 +210,7 @@ class _State:
         ordered = sorted(
             (
                 (int(b["seq"]), _event_order(t.event_id), i, b)
-                for t in self.turns
+                for t in self.live_turns
                 for i, b in enumerate(t.blobs)
                 if int(b["seq"]) > cleared
             ),
@@ -323,8 +365,11 @@ class AgentCoreMemory(BaseMemory):
                         int(meta["fence_last"]),
                         meta.get("fence_turn"),
                         [b for b in blobs if b["fence"] == "message"],
+                        int(meta.get("fence_token", "0")),
                     )
                 )
+            elif kind == "fence":
+                state.claims.append((int(meta["fence_token"]), _event_order(event_id), event_id))
             elif kind == "system":
                 key = (int(meta["fence_at"]), _event_order(event_id))
                 text = next((b["text"] for b in blobs if b["fence"] == "system"), "")
@@ -345,7 +390,11 @@ class AgentCoreMemory(BaseMemory):
     # -- writes ---------------------------------------------------------------
 
     def _append(
-        self, messages: list[Message], turn_id: str | None, expected_last_seq: int | None
+        self,
+        messages: list[Message],
+        turn_id: str | None,
+        expected_last_seq: int | None,
+        fence: int | None,
     ) -> bool:
         if len(messages) > MAX_MESSAGES_PER_TURN:
             raise ValueError(
@@ -356,8 +405,10 @@ class AgentCoreMemory(BaseMemory):
         writer = turn_id or f"append-{uuid.uuid4().hex}"
         for attempt in range(MAX_WRITE_ATTEMPTS):
             state = self._load(payloads=False)
-            if turn_id is not None and any(t.turn_id == turn_id for t in state.turns):
+            if turn_id is not None and any(t.turn_id == turn_id for t in state.live_turns):
                 return False
+            if fence is not None and state.fence > fence:
+                raise FencedOutError.newer(self.session_id, fence, state.fence)
             last = state.last_seq
             if expected_last_seq is not None and expected_last_seq != last:
                 raise StaleWriteError.moved_on(self.session_id, expected_last_seq, last)
@@ -374,6 +425,8 @@ class AgentCoreMemory(BaseMemory):
             }
             if turn_id is not None:
                 metadata["fence_turn"] = turn_id
+            if fence is not None:
+                metadata["fence_token"] = str(fence)
             ours = self._create(payload, metadata, self._client_token(writer, 0, first, attempt))
             outcome = self._verify(ours, first, claimed_last, turn_id)
             if outcome == "kept":
@@ -381,6 +434,8 @@ class AgentCoreMemory(BaseMemory):
             self._delete(ours)
             if outcome == "duplicate":
                 return False
+            if outcome == "fenced":
+                raise FencedOutError.newer(self.session_id, fence or 0, state.fence)
             if expected_last_seq is not None:
                 raise StaleWriteError.moved_on(self.session_id, expected_last_seq, first)
             logger.debug(
@@ -396,10 +451,16 @@ class AgentCoreMemory(BaseMemory):
         )
 
     def _verify(self, ours: str, first: int, last: int, turn_id: str | None) -> str:
-        """After creating ``ours``: "kept", "conflict" (yield the seq) or "duplicate"."""
+        """After creating ``ours``: "kept", "fenced" (a newer holder came first),
+        "conflict" (yield the seq) or "duplicate"."""
         mine = (first, _event_order(ours))
-        for turn in self._load(payloads=False).turns:
+        state = self._load(payloads=False)
+        for turn in state.turns:
             if turn.event_id == ours:
+                if state.fenced_out(turn):
+                    return "fenced"
+                continue
+            if state.fenced_out(turn):
                 continue
             if turn.first <= last and first <= turn.last:
                 return "conflict"
@@ -407,6 +468,16 @@ class AgentCoreMemory(BaseMemory):
             if turn_id is not None and turn.turn_id == turn_id and earlier:
                 return "duplicate"
         return "kept"
+
+    def _claim_fence(self, token: int) -> None:
+        seen = self._load(payloads=False).fence
+        if seen > token:
+            raise FencedOutError.newer(self.session_id, token, seen)
+        self._create(
+            [{"blob": {"fence": "fence", "token": token}}],
+            {"fence_kind": "fence", "fence_token": str(token)},
+            uuid.uuid4().hex,
+        )
 
     def _set_system(self, text: str) -> None:
         at = self._now_ns()
@@ -430,7 +501,7 @@ class AgentCoreMemory(BaseMemory):
         return self._load().system
 
     def _has_turn(self, turn_id: str) -> bool:
-        return any(t.turn_id == turn_id for t in self._load(payloads=False).turns)
+        return any(t.turn_id == turn_id for t in self._load(payloads=False).live_turns)
 
     def _read_window(self, max_tokens: int | None, at_least_one: bool = False) -> Window:
         state = self._load()
@@ -454,6 +525,7 @@ class AgentCoreMemory(BaseMemory):
         doomed = [t.event_id for t in state.turns if t.last <= state.cleared_seq]
         doomed += [event_id for _, event_id, _ in sorted(state.systems)[:-1]]
         doomed += [event_id for _, event_id in sorted(state.clears)[:-1]]
+        doomed += [event_id for _, _, event_id in sorted(state.claims)[:-1]]
         for event_id in doomed:
             self._delete(event_id)
         return len(doomed)

@@ -13,6 +13,15 @@ conversation, in order, like any other message; ``clear()`` removes it with
 the rest. The session's system prompt is separate: ``set_system_message``
 sets it, ``get_system_message`` reads it, and ``clear()`` keeps it. So the
 "summarize, clear, leave a system note" pattern keeps the original prompt.
+
+Fencing tokens carry a lease holder's authority into storage: each session
+keeps the newest token that has written to it (``commit_turn(fence=...)``)
+or claimed it (``claim_fence``), and refuses a fenced write or claim with an
+older one in the same atomic step as the write. A worker whose lease was
+taken over therefore cannot land anything once the newer holder has claimed
+or written, however late its request arrives (Kleppmann's fencing tokens).
+Unfenced writes (``fence=None``: plain library use) neither check nor move
+the fence.
 """
 
 from __future__ import annotations
@@ -23,6 +32,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from fence.messages import Message, Role, validate_session_id, validate_turn_id
+
+
+def validate_fence(token: object) -> int:
+    if isinstance(token, bool) or not isinstance(token, int) or token < 1:
+        raise ValueError(f"fence: must be a positive integer token (got {token!r:.40})")
+    return token
 
 
 @dataclass(frozen=True)
@@ -68,7 +83,7 @@ class BaseMemory(ABC):
         nothing is written then.
         """
         message = Message(role=role, content=content, meta=meta or {}, **fields)
-        self._append([message], turn_id=None, expected_last_seq=None)
+        self._append([message], turn_id=None, expected_last_seq=None, fence=None)
         return message
 
     def add_user_message(self, content: str, meta: dict[str, Any] | None = None) -> Message:
@@ -105,22 +120,41 @@ class BaseMemory(ABC):
         messages: Sequence[Message],
         *,
         expected_last_seq: int | None = None,
+        fence: int | None = None,
     ) -> bool:
         """Append ``messages`` atomically under ``turn_id``; idempotent.
 
         Returns True when written, False when ``turn_id`` was committed before
         (then nothing is written). With ``expected_last_seq`` the write happens
         only if the session's newest ``seq`` still equals it, else
-        ``StaleWriteError`` is raised and nothing is written: this is the
-        fencing that keeps a stale worker from overwriting newer history.
+        ``StaleWriteError`` is raised and nothing is written: a stale worker
+        never overwrites newer history. With ``fence`` (a lease's fencing
+        token) the write happens only if no larger token has written to or
+        claimed the session, else ``FencedOutError`` is raised and nothing is
+        written; a write that lands records its token.
         """
         validate_turn_id(turn_id)
+        if fence is not None:
+            validate_fence(fence)
         if not messages:
             raise ValueError("messages: a turn must contain at least one message")
         for index, message in enumerate(messages):
             if not isinstance(message, Message):
                 raise ValueError(f"messages[{index}]: must be a fence Message")
-        return self._append(list(messages), turn_id=turn_id, expected_last_seq=expected_last_seq)
+        return self._append(
+            list(messages), turn_id=turn_id, expected_last_seq=expected_last_seq, fence=fence
+        )
+
+    def claim_fence(self, token: int) -> None:
+        """Make ``token`` the session's fence: from now on a fenced write or claim
+        with an older token is refused. Raises ``FencedOutError`` (and changes
+        nothing) if a larger token has already written or claimed.
+
+        A worker that takes a run over claims before it decides anything, so
+        the previous holder, however late, cannot commit the run's turn after
+        the new holder ended it as failed or cancelled.
+        """
+        self._claim_fence(validate_fence(token))
 
     def has_turn(self, turn_id: str) -> bool:
         """Whether ``turn_id`` has been committed to this session."""
@@ -137,14 +171,25 @@ class BaseMemory(ABC):
 
     @abstractmethod
     def _append(
-        self, messages: list[Message], turn_id: str | None, expected_last_seq: int | None
+        self,
+        messages: list[Message],
+        turn_id: str | None,
+        expected_last_seq: int | None,
+        fence: int | None,
     ) -> bool:
         """Atomically store messages at the next sequence numbers.
 
-        Must return False without writing when ``turn_id`` is already stored,
-        and raise ``StaleWriteError`` without writing when ``expected_last_seq``
-        is given and differs from the newest stored ``seq``.
+        In this order, without writing: return False when ``turn_id`` is
+        already stored; raise ``FencedOutError`` when ``fence`` is given and
+        the stored fence is larger; raise ``StaleWriteError`` when
+        ``expected_last_seq`` is given and differs from the newest stored
+        ``seq``. A fenced write that lands raises the stored fence to ``fence``.
         """
+
+    @abstractmethod
+    def _claim_fence(self, token: int) -> None:
+        """Atomically: raise ``FencedOutError`` if the stored fence is larger
+        than ``token``, else store ``token`` as the fence."""
 
     @abstractmethod
     def _read_window(self, max_tokens: int | None, at_least_one: bool = False) -> Window:

@@ -8,7 +8,7 @@ by DynamoDB's 400 KB item limit. ``#`` cannot occur in a session id, so the
 keys of different sessions never collide::
 
     partition key value          attributes
-    <session>                    head: last_seq, cleared_seq, system_prompt, purged_seq
+    <session>                    head: last_seq, cleared_seq, system_prompt, purged_seq, fence
     <session>#m#<seq, 20 digits> one message: seq, record (the message as JSON), turn_id
     <session>#t#<turn_id>        turn marker: seq (first seq of the turn), count
 
@@ -30,6 +30,9 @@ as absent). All of it lands or none of it does. When the transaction is
 cancelled:
 
 * the turn marker exists: the turn was committed before; return False;
+* the commit was fenced and the head's ``fence`` is larger: raise
+  ``FencedOutError`` (the head's condition also holds ``fence <= :fence``, and
+  the update sets ``fence = :fence``, so the check and the write are one);
 * ``last_seq`` moved and the caller gave ``expected_last_seq``: raise
   ``StaleWriteError`` (fencing: a stale worker never overwrites newer history);
 * ``last_seq`` moved otherwise (another writer appended): retry on the head
@@ -44,6 +47,9 @@ whose response was lost is not applied twice. A transaction holds at most 100
 items, so a turn holds at most ``MAX_MESSAGES_PER_TURN`` (98) messages and
 4 MB; a message whose item exceeds 400 KB is refused with ``ValueError``,
 never truncated.
+
+``claim_fence`` is one conditional ``UpdateItem`` of the head (``SET fence``
+on condition it is absent or not larger).
 
 Reads
 -----
@@ -88,7 +94,7 @@ import boto3
 from botocore.client import BaseClient
 from botocore.exceptions import ClientError
 
-from fence.errors import MemoryBackendError, StaleWriteError
+from fence.errors import FencedOutError, MemoryBackendError, StaleWriteError
 from fence.memory import _aws
 from fence.memory.base import BaseMemory, Window, take_window
 from fence.messages import Message, utf8
@@ -107,6 +113,8 @@ GUESS_TOKENS_PER_MESSAGE = 24
 """First guess of a message's size, used to size the first read of a window."""
 SEQ_DIGITS = 20
 TTL_ATTRIBUTE = "expires_at"
+FENCE_NOT_NEWER = "(attribute_not_exists(fence) OR fence <= :fence)"
+"""The head's fence is absent or not larger than the writer's token (``:fence``)."""
 TABLE_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{3,255}$")
 _RETRYABLE_REASONS = frozenset(
     {
@@ -118,7 +126,7 @@ _RETRYABLE_REASONS = frozenset(
 )
 _NUMBER_BYTES = 21  # DynamoDB stores a number in at most 21 bytes
 _OWN_ATTRIBUTES = frozenset(
-    {"seq", "record", "turn_id", "count", "last_seq", "cleared_seq", "purged_seq"}
+    {"seq", "record", "turn_id", "count", "last_seq", "cleared_seq", "purged_seq", "fence"}
     | {"system_prompt", TTL_ATTRIBUTE}
 )
 
@@ -152,6 +160,7 @@ class _Head:
     cleared_seq: int = 0
     purged_seq: int = 0
     system_prompt: str | None = None
+    fence: int = 0
 
 
 class DynamoDBMemory(BaseMemory):
@@ -337,12 +346,17 @@ class DynamoDBMemory(BaseMemory):
             cleared_seq=int(item["cleared_seq"]["N"]) if "cleared_seq" in item else 0,
             purged_seq=int(item["purged_seq"]["N"]) if "purged_seq" in item else 0,
             system_prompt=system["S"] if system else None,
+            fence=int(item["fence"]["N"]) if "fence" in item else 0,
         )
 
     # -- writes ---------------------------------------------------------------
 
     def _append(
-        self, messages: list[Message], turn_id: str | None, expected_last_seq: int | None
+        self,
+        messages: list[Message],
+        turn_id: str | None,
+        expected_last_seq: int | None,
+        fence: int | None,
     ) -> bool:
         records = self._encode(messages)
         head: _Head | None = None  # None: read it first
@@ -353,7 +367,7 @@ class DynamoDBMemory(BaseMemory):
                 head = head or self._get_head()
                 seen = head.last_seq
             try:
-                self._commit(records, turn_id, seen)
+                self._commit(records, turn_id, seen, fence)
                 return True
             except ClientError as exc:
                 cancelled = exc.response.get("CancellationReasons", [])
@@ -366,6 +380,10 @@ class DynamoDBMemory(BaseMemory):
             head = None
             if head_moved and "Item" in cancelled[0]:
                 head = self._parse_head(cancelled[0]["Item"])
+            if head_moved and fence is not None:
+                found_fence = (head or self._get_head()).fence
+                if found_fence > fence:
+                    raise FencedOutError.newer(self.session_id, fence, found_fence)
             if head_moved and expected_last_seq is not None:
                 if turn_id is not None and self._has_turn(turn_id):
                     return False
@@ -394,8 +412,11 @@ class DynamoDBMemory(BaseMemory):
             f"{MAX_WRITE_ATTEMPTS} attempts: too many concurrent writers; nothing was written"
         )
 
-    def _commit(self, records: list[str], turn_id: str | None, seen: int) -> None:
-        """One transaction: advance the head from ``seen``, write messages and turn marker.
+    def _commit(
+        self, records: list[str], turn_id: str | None, seen: int, fence: int | None
+    ) -> None:
+        """One transaction: advance the head from ``seen`` (and to ``fence``, if not
+        behind it), write messages and turn marker.
 
         ``last_seq`` is only ever written as 1 or more, so ``seen == 0`` means the
         head has no ``last_seq`` yet (or no head exists).
@@ -417,11 +438,14 @@ class DynamoDBMemory(BaseMemory):
 
         condition = "last_seq = :seen"
         if seen == 0:
-            condition = "attribute_not_exists(last_seq) OR " + condition
-        head = self._head_update(
-            "SET last_seq = :new",
-            {":new": {"N": str(seen + len(records))}, ":seen": {"N": str(seen)}},
-        )
+            condition = f"(attribute_not_exists(last_seq) OR {condition})"
+        update = "SET last_seq = :new"
+        values = {":new": {"N": str(seen + len(records))}, ":seen": {"N": str(seen)}}
+        if fence is not None:
+            condition += f" AND {FENCE_NOT_NEWER}"
+            update += ", fence = :fence"
+            values[":fence"] = {"N": str(fence)}
+        head = self._head_update(update, values)
         actions = [
             {
                 "Update": {
@@ -463,8 +487,29 @@ class DynamoDBMemory(BaseMemory):
             "ExpressionAttributeValues": values,
         }
 
-    def _update_head(self, expression: str, values: dict[str, Any], **extra: Any) -> dict[str, Any]:
-        return self._call("update_item", **self._head_update(expression, values), **extra)
+    def _update_head(
+        self,
+        expression: str,
+        values: dict[str, Any],
+        passthrough: frozenset[str] = frozenset(),
+        **extra: Any,
+    ) -> dict[str, Any]:
+        return self._call(
+            "update_item", passthrough, **self._head_update(expression, values), **extra
+        )
+
+    def _claim_fence(self, token: int) -> None:
+        try:
+            self._update_head(
+                "SET fence = :fence",
+                {":fence": {"N": str(token)}},
+                ConditionExpression=FENCE_NOT_NEWER,
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                passthrough=frozenset({"ConditionalCheckFailedException"}),
+            )
+        except ClientError as exc:
+            seen = self._parse_head(exc.response.get("Item")).fence or self._get_head().fence
+            raise FencedOutError.newer(self.session_id, token, seen) from None
 
     def _set_system(self, text: str) -> None:
         self._update_head("SET system_prompt = :text", {":text": {"S": text}})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import uuid
 
-from fence.errors import StaleWriteError
+from fence.errors import FencedOutError, StaleWriteError
 from fence.memory.base import BaseMemory, Window, take_window
 from fence.messages import Message
 
@@ -20,13 +20,20 @@ class FleetingMemory(BaseMemory):
         self._turns: set[str] = set()
         self._system: str | None = None
         self._last_seq = 0
+        self._fence = 0
 
     def _append(
-        self, messages: list[Message], turn_id: str | None, expected_last_seq: int | None
+        self,
+        messages: list[Message],
+        turn_id: str | None,
+        expected_last_seq: int | None,
+        fence: int | None,
     ) -> bool:
         with self._lock:
             if turn_id is not None and turn_id in self._turns:
                 return False
+            if fence is not None:
+                self._check_fence(fence)
             if expected_last_seq is not None and expected_last_seq != self._last_seq:
                 raise StaleWriteError.moved_on(self.session_id, expected_last_seq, self._last_seq)
             for message in messages:
@@ -37,6 +44,16 @@ class FleetingMemory(BaseMemory):
             if turn_id is not None:
                 self._turns.add(turn_id)
             return True
+
+    def _check_fence(self, token: int) -> None:
+        """Under the lock: refuse an older token, else record this one."""
+        if token < self._fence:
+            raise FencedOutError.newer(self.session_id, token, self._fence)
+        self._fence = token
+
+    def _claim_fence(self, token: int) -> None:
+        with self._lock:
+            self._check_fence(token)
 
     def _read_window(self, max_tokens: int | None, at_least_one: bool = False) -> Window:
         with self._lock:

@@ -21,7 +21,7 @@ from functools import lru_cache
 from itertools import chain
 from pathlib import Path
 
-from fence.errors import StaleWriteError
+from fence.errors import FencedOutError, StaleWriteError
 from fence.memory.base import BaseMemory, Window, take_window
 from fence.messages import Message
 
@@ -31,7 +31,8 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS fence_sessions (
     session_id    TEXT PRIMARY KEY,
     system_prompt TEXT,
-    last_seq      INTEGER NOT NULL DEFAULT 0
+    last_seq      INTEGER NOT NULL DEFAULT 0,
+    fence         INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS fence_messages (
     session_id TEXT    NOT NULL,
@@ -65,8 +66,21 @@ def _connection(db_path: str) -> sqlite3.Connection:
         _while_locked(lambda: conn.execute("PRAGMA journal_mode=WAL"))
     conn.execute("PRAGMA synchronous=NORMAL")
     _while_locked(lambda: conn.executescript(SCHEMA))
+    _while_locked(lambda: _add_fence_column(conn))
     cache[db_path] = (pid, conn)
     return conn
+
+
+def _add_fence_column(conn: sqlite3.Connection) -> None:
+    """Files written before fencing reached memory lack the ``fence`` column."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(fence_sessions)")}
+    if "fence" in columns:
+        return
+    try:
+        conn.execute("ALTER TABLE fence_sessions ADD COLUMN fence INTEGER NOT NULL DEFAULT 0")
+    except sqlite3.OperationalError as error:
+        if "duplicate column" not in str(error):  # another process added it first
+            raise
 
 
 def _while_locked(statement: Callable[[], object]) -> None:
@@ -124,16 +138,24 @@ class SQLiteMemory(BaseMemory):
         conn.execute("COMMIT")
 
     def _append(
-        self, messages: list[Message], turn_id: str | None, expected_last_seq: int | None
+        self,
+        messages: list[Message],
+        turn_id: str | None,
+        expected_last_seq: int | None,
+        fence: int | None,
     ) -> bool:
         with self._transaction("IMMEDIATE") as conn:
-            stored_seq, committed = conn.execute(
+            stored_seq, stored_fence, committed = conn.execute(
                 "SELECT (SELECT last_seq FROM fence_sessions WHERE session_id = ?1), "
+                "(SELECT fence FROM fence_sessions WHERE session_id = ?1), "
                 "EXISTS (SELECT 1 FROM fence_turns WHERE session_id = ?1 AND turn_id = ?2)",
                 (self.session_id, turn_id),
             ).fetchone()
             if committed:
                 return False
+            stored_fence = stored_fence or 0
+            if fence is not None and fence < stored_fence:
+                raise FencedOutError.newer(self.session_id, fence, stored_fence)
             last_seq = stored_seq or 0
             if expected_last_seq is not None and expected_last_seq != last_seq:
                 raise StaleWriteError.moved_on(self.session_id, expected_last_seq, last_seq)
@@ -146,9 +168,10 @@ class SQLiteMemory(BaseMemory):
                 ],
             )
             conn.execute(
-                "INSERT INTO fence_sessions (session_id, last_seq) VALUES (?, ?) "
-                "ON CONFLICT(session_id) DO UPDATE SET last_seq = excluded.last_seq",
-                (self.session_id, last_seq + len(messages)),
+                "INSERT INTO fence_sessions (session_id, last_seq, fence) VALUES (?, ?, ?) "
+                "ON CONFLICT(session_id) DO UPDATE SET last_seq = excluded.last_seq, "
+                "fence = excluded.fence",
+                (self.session_id, last_seq + len(messages), max(fence or 0, stored_fence)),
             )
             if turn_id is not None:
                 conn.execute(
@@ -156,6 +179,19 @@ class SQLiteMemory(BaseMemory):
                     (self.session_id, turn_id),
                 )
         return True
+
+    def _claim_fence(self, token: int) -> None:
+        with self._transaction("IMMEDIATE") as conn:
+            row = conn.execute(
+                "SELECT fence FROM fence_sessions WHERE session_id = ?", (self.session_id,)
+            ).fetchone()
+            if row and row[0] > token:
+                raise FencedOutError.newer(self.session_id, token, row[0])
+            conn.execute(
+                "INSERT INTO fence_sessions (session_id, fence) VALUES (?, ?) "
+                "ON CONFLICT(session_id) DO UPDATE SET fence = excluded.fence",
+                (self.session_id, token),
+            )
 
     def _rows_to_messages(self, rows: Iterator[tuple[int, str | None, str]]) -> Iterator[Message]:
         for seq, turn_id, record in rows:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 
 import pytest
 
+from fence.errors import FencedOutError
 from fence.memory import SQLiteMemory
+from fence.messages import Message, Role
 
 
 def test_a_relative_path_keeps_naming_the_same_file_after_a_change_of_directory(
@@ -59,3 +62,21 @@ def test_threads_opening_a_new_file_while_others_write_all_get_to_write(tmp_path
             thread.join()
         assert not errors
         assert len(SQLiteMemory(db_path, "s").get_messages()) == 40
+
+
+def test_a_file_written_before_fencing_reached_memory_opens_and_is_fenced(tmp_path):
+    path = tmp_path / "old.db"
+    old = sqlite3.connect(path)
+    old.executescript(
+        "CREATE TABLE fence_sessions (session_id TEXT PRIMARY KEY, system_prompt TEXT, "
+        "last_seq INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;"
+        "INSERT INTO fence_sessions VALUES ('s', 'old prompt', 0);"
+    )
+    old.close()
+
+    memory = SQLiteMemory(db_path=path, session_id="s")
+    memory.claim_fence(7)
+
+    assert memory.get_system_message() == "old prompt"
+    with pytest.raises(FencedOutError):
+        memory.commit_turn("late", [Message(role=Role.USER, content="stale")], fence=6)

@@ -3,7 +3,9 @@
 ``key=K`` names the turn for the test: each model call increments the Redis
 counter ``test:calls:K`` and pushes to ``test:entered:K``. ``block`` makes the
 first call for K wait until the test pushes to ``test:release:K``;
-``hold-after-commit`` makes the memory wait on it right after the commit;
+``hold-before-commit`` / ``hold-after-commit`` make the memory push to
+``test:committing:K`` / ``test:committed:K`` and wait on it right before /
+after the commit (the first commit for K only);
 ``fail=N`` fails the first N calls (``fail=always``: every call);
 ``sleep=S`` takes S seconds.
 """
@@ -69,16 +71,23 @@ class ControlledModel(Model):
 
 
 class HoldingMemory(SQLiteMemory):
-    """SQLite memory that can pause right after a commit, for crash tests."""
+    """SQLite memory that can pause right before or after a commit, for crash tests."""
 
-    def commit_turn(self, turn_id, messages, *, expected_last_seq=None) -> bool:
-        written = super().commit_turn(turn_id, messages, expected_last_seq=expected_last_seq)
+    def commit_turn(self, turn_id, messages, **fencing) -> bool:
         found = directives(next(m.content for m in messages if m.role is Role.USER))
+        if "hold-before-commit" in found:
+            self._hold(found["key"], "committing", turn_id)
+        written = super().commit_turn(turn_id, messages, **fencing)
         if "hold-after-commit" in found:
-            key = found["key"]
-            control().rpush(f"test:committed:{key}", turn_id)
-            control().blpop([f"test:release:{key}"], timeout=RELEASE_TIMEOUT_S)
+            self._hold(found["key"], "committed", turn_id)
         return written
+
+    @staticmethod
+    def _hold(key: str, where: str, turn_id: str) -> None:
+        if control().incr(f"test:holds:{key}") > 1:
+            return
+        control().rpush(f"test:{where}:{key}", turn_id)
+        control().blpop([f"test:release:{key}"], timeout=RELEASE_TIMEOUT_S)
 
 
 def controlled(memory: BaseMemory) -> Agent:
