@@ -33,7 +33,9 @@ from pydantic import ValidationError
 from fence.errors import FenceError
 from fence.memory.url import memory_factory
 from fence.messages import validate_session_id
+from fence.plain_json import nesting_rule, text_nesting
 from fence.runs import RunNotFound, RunRecord, RunState, RunTimeout, Strategy, keys
+from fence.runs.schema import MAX_METADATA_DEPTH
 from fence.settings import Settings, get_settings
 from producer.local_stack import StackError
 
@@ -49,13 +51,11 @@ class CliError(Exception):
 # -- helpers ------------------------------------------------------------------
 
 
-def describe_validation(error: ValidationError, prefix: str = "") -> str:
+def describe_validation(error: ValidationError) -> str:
     """One line naming every bad field, e.g. ``message: must be a non-empty string``."""
     parts = []
     for item in error.errors():
         where = ".".join(str(part) for part in item["loc"]) or "input"
-        if prefix:
-            where = prefix + where.upper()
         text = str(item["msg"]).removeprefix("Value error, ")
         parts.append(text if text.startswith(f"{where}:") else f"{where}: {text}")
     return "; ".join(parts)
@@ -74,10 +74,8 @@ def redact(url: str) -> str:
 
 
 def load_settings(args: argparse.Namespace) -> Settings:
-    try:
-        settings = get_settings()
-    except ValidationError as error:
-        raise CliError(describe_validation(error, prefix="FENCE_")) from None
+    """The FENCE_* settings (an ``InvalidSettingsError`` names a bad one), with --redis-url."""
+    settings = get_settings()
     if getattr(args, "redis_url", None):
         settings = settings.model_copy(update={"redis_url": args.redis_url})
     return settings
@@ -109,13 +107,19 @@ def print_record(record: RunRecord) -> None:
     ]
     if record.finished_at is not None:
         rows.append(("took", f"{record.finished_at - record.accepted_at:.3f} s since accepted"))
-    rows += [("worker", record.worker or "-"), ("attempts", str(record.attempts))]
+    rows += [
+        ("worker", record.worker or "-"),
+        ("deliveries", f"{record.deliveries} (workers that took the run)"),
+        ("attempts", f"{record.attempts} (tries of the turn, retries included)"),
+    ]
     if record.idempotency_key:
         rows.append(("idempotency key", record.idempotency_key))
     if record.result:
         rows.append(("result", record.result))
     if record.error:
         rows.append(("error", record.error))
+    if record.corrupt:
+        rows.append(("corrupt", f"{record.corrupt} (unreadable fields show safe values)"))
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"{name:<{width}}  {value}")
@@ -154,9 +158,13 @@ port_number = _number(
 
 
 def json_object(text: str) -> dict[str, Any]:
+    """An argparse ``type`` for ``--metadata``: nesting is counted before parsing, so no
+    input makes the parser recurse; ``RunRequest`` checks the rest."""
+    if text_nesting(text)[0] > MAX_METADATA_DEPTH:
+        raise argparse.ArgumentTypeError(nesting_rule(MAX_METADATA_DEPTH))
     try:
         value = json.loads(text)
-    except json.JSONDecodeError as error:
+    except ValueError as error:  # not JSON, or an int too long to read
         raise argparse.ArgumentTypeError(f"must be a JSON object ({error})") from None
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError('must be a JSON object, as in \'{"k": "v"}\'')
@@ -499,7 +507,7 @@ def cmd_stack(args: argparse.Namespace, settings: Settings) -> int:
             reasons.append(f"{process.name} exited unexpectedly (code {returncode})")
             wake.set()
 
-        stack.watch(exited)
+        stack.watch(exited, log=say)
         print_stack(stack)
         if args.demo and not wake.is_set():
             code = run_stack_demo(stack, settings, args, wake, say)

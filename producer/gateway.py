@@ -48,8 +48,10 @@ from starlette.routing import Match
 
 from fence.memory.url import memory_factory
 from fence.messages import validate_session_id
+from fence.plain_json import nesting_rule, text_nesting
 from fence.runs import RunNotFound, RunRecord, RunState, RunTimeout, keys
-from fence.settings import Settings, get_settings
+from fence.runs.schema import MAX_METADATA_DEPTH
+from fence.settings import InvalidSettingsError, Settings, get_settings
 from producer.client import Producer
 from producer.gateway_metrics import GatewayMetrics
 from producer.gateway_models import (
@@ -84,6 +86,7 @@ KNOWN_METHODS = BODY_METHODS | {"GET", "HEAD", "OPTIONS"}
 OPEN_PATHS = frozenset({"/healthz", "/metrics", "/openapi.json", "/docs", "/redoc"})
 """Served without a token (probes, scrapers, the API document); everything else needs one."""
 NOT_JSON = "body: must be a JSON object sent with 'Content-Type: application/json'"
+NOT_UTF8 = "body: must be JSON encoded as UTF-8 (found bytes that are not UTF-8)"
 
 ASGIApp = Callable[[MutableMapping[str, Any], Callable, Callable], Awaitable[None]]
 Scope = MutableMapping[str, Any]
@@ -176,6 +179,27 @@ def _invalid_from_value_error(error: ValueError) -> GatewayError | None:
     return _invalid([FieldProblem(field=field, message=text)])
 
 
+def _check_json_body(headers: Headers, body: bytes) -> GatewayError | None:
+    """What a JSON body needs before it is parsed: UTF-8 (RFC 8259), and nesting that
+    the parser can take without recursing. Only metadata may nest (at most
+    ``MAX_METADATA_DEPTH`` levels, inside the body's object), so deeper is refused
+    naming metadata, with the rule ``RunRequest`` gives, or the body."""
+    if "json" not in headers.get("content-type", ""):
+        return None
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return _invalid([FieldProblem(field="body", message=NOT_UTF8)])
+    depth, member = text_nesting(text)
+    if depth <= MAX_METADATA_DEPTH + 1:
+        return None
+    if member == "metadata":
+        message = f"metadata: {nesting_rule(MAX_METADATA_DEPTH)}"
+        return _invalid([FieldProblem(field="metadata", message=message)])
+    message = f"body: {nesting_rule(MAX_METADATA_DEPTH + 1)}"
+    return _invalid([FieldProblem(field="body", message=message)])
+
+
 def _check_session(session_id: str) -> str:
     try:
         return validate_session_id(session_id)
@@ -253,6 +277,10 @@ class Guard:
                 return
             if body is None:  # the client went away
                 return
+            refused = _check_json_body(headers, body)
+            if refused is not None:
+                await refused.response()(scope, receive, send)
+                return
             receive = _replay(body, receive)
         await self.app(scope, receive, send)
 
@@ -327,7 +355,8 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
         409: "Refused: the session is busy and the strategy is reject. The run is recorded "
         "as rejected; error.run_id names it.",
         413: "The request body is larger than FENCE_API_MAX_BODY_BYTES.",
-        422: "Invalid input; error.field names the field and error.message the rule.",
+        422: "Invalid input; error.field names the field and error.message the rule "
+        "(body: not JSON, not UTF-8, or nested too deep).",
         503: "Redis or the memory backend is unreachable.",
     }
     return {s: {"model": ErrorResponse, "description": descriptions[s]} for s in statuses}
@@ -711,7 +740,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             log_level=args.log_level,
             access_log=not args.no_access_log,
         )
-    except GatewayConfigError as error:
+    except (GatewayConfigError, InvalidSettingsError) as error:
         print(f"fence gateway: {error}", file=sys.stderr)
         return 2
     return 0

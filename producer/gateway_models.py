@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from fence.messages import IDENTIFIER_PATTERN, IDENTIFIER_RULE, Message, ToolCall
 from fence.runs import RunRecord, RunState, Strategy
-from fence.runs.schema import MAX_METADATA_BYTES
+from fence.runs.schema import MAX_METADATA_BYTES, MAX_METADATA_DEPTH, MAX_METADATA_KEY_CHARS
 
 # JSON Schema patterns are searched, not full-matched, and ``$`` means end of text there.
 NAME_SCHEMA: dict[str, Any] = {
@@ -78,8 +78,10 @@ class SubmitBody(BaseModel):
     )
     metadata: dict[str, Any] | None = Field(
         default=None,
-        description=f"Free-form JSON object stored with the run (at most {MAX_METADATA_BYTES} "
-        "bytes as JSON).",
+        description="Free-form JSON object stored with the run: at most "
+        f"{MAX_METADATA_BYTES} bytes as compact UTF-8 JSON, {MAX_METADATA_DEPTH} levels of "
+        f"objects and arrays (itself included), keys of at most {MAX_METADATA_KEY_CHARS} "
+        "characters; no NaN or infinity, no lone surrogates.",
     )
 
 
@@ -107,10 +109,18 @@ class RunView(BaseModel):
     started_at: float | None
     finished_at: float | None
     worker: str | None = Field(description="Celery hostname of the worker that ran it.")
-    attempts: int
+    deliveries: int = Field(
+        description="Times a worker took the run; above 1, a worker died, stalled past its "
+        "lease or could not reach memory, and another took over."
+    )
+    attempts: int = Field(description="Times the turn was tried, retries included.")
     result: str | None = Field(description="The agent's answer (succeeded runs).")
     error: str | None = Field(description="Why it failed, was cancelled or rejected.")
     cancel_requested: bool
+    corrupt: str | None = Field(
+        description="What of the stored record could not be read (those fields show safe "
+        "values); null when it is intact. A worker fails such a run."
+    )
 
     @classmethod
     def of(cls, record: RunRecord) -> RunView:

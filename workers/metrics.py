@@ -31,6 +31,7 @@ class WorkerMetrics:
     sweeper_recoveries: Any
     model_seconds: Any
     model_tokens: Any
+    backend_errors: Any
 
 
 @cache
@@ -57,6 +58,11 @@ def metrics() -> WorkerMetrics:
             "fence_model_seconds", "Model call latency.", ["model"], buckets=LATENCY_BUCKETS
         ),
         model_tokens=Counter("fence_model_tokens", "Model tokens.", ["model", "direction"]),
+        backend_errors=Counter(
+            "fence_backend_errors",
+            "Failed memory and Redis calls on the turn path, retries included.",
+            ["backend", "operation"],
+        ),
     )
 
 

@@ -2,7 +2,8 @@
 
 Read top to bottom, ``TurnExecutor.execute`` is the whole life of a turn on a
 worker. The Lua scripts it calls, and what happens when a worker dies at each
-line, are described in ``fence.runs.scripts``.
+line, are described in ``fence.runs.scripts``; how memory and Redis outages
+are met, in ``workers.backends``.
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ from dataclasses import dataclass
 from celery.exceptions import SoftTimeLimitExceeded
 
 from fence.agents import Agent
-from fence.errors import StaleWriteError
+from fence.errors import FencedOutError, StaleWriteError
 from fence.memory.base import BaseMemory
 from fence.runs import Lease, LeaseLost, Registry, RunState, RunStore
 from fence.settings import Settings
+from workers.backends import MEMORY_ERRORS, BackendCalls, BackendDown
 from workers.dispatch import Dispatch
 from workers.leases import LeaseRenewer
 from workers.metrics import metrics
@@ -31,11 +33,19 @@ class TurnCancelled(Exception):
     """The run was cancelled (or interrupted) while it ran."""
 
 
+class Deferred(Exception):
+    """The run cannot be decided now: memory is unreachable and may hold (or be
+    about to receive) its turn. The delivery ends without finishing the run; its
+    lease expires and the sweeper runs it again."""
+
+
 @dataclass(frozen=True)
 class Outcome:
     state: RunState
     result: str = ""
     error: str = ""
+    attempts: int = 0
+    """Turn tries this delivery made."""
 
 
 class TurnExecutor:
@@ -67,16 +77,26 @@ class TurnExecutor:
             return f"skipped ({lease.reason})"
         started = time.monotonic()
         with self.leases.hold(lease) as lost:
+            calls = BackendCalls(lease, lost, self.settings)
             try:
-                outcome = self._run(lease, lost)
+                outcome = self._run(lease, lost, calls)
+                next_run = calls.redis(
+                    "finish",
+                    lambda: self.store.finish(
+                        lease,
+                        outcome.state,
+                        result=outcome.result,
+                        error=outcome.error,
+                        attempts=outcome.attempts,
+                    ),
+                )
             except LeaseLost:
-                return self._abandon(context)
-        try:
-            next_run = self.store.finish(
-                lease, outcome.state, result=outcome.result, error=outcome.error
-            )
-        except LeaseLost:
-            return self._abandon(context)
+                log.warning("turn abandoned: lease lost", extra=context)
+                metrics().leases_lost.inc()
+                return "abandoned (lease lost)"
+            except Deferred as why:
+                log.warning("turn deferred: %s", why, extra=context)
+                return "deferred (memory unreachable)"
         log.info("turn %s", outcome.state.value, extra=context)
         metrics().turns.labels(outcome.state.value).inc()
         metrics().turn_seconds.observe(time.monotonic() - started)
@@ -84,29 +104,27 @@ class TurnExecutor:
             self.dispatch(session_id, next_run)
         return outcome.state.value
 
-    def _abandon(self, context: dict[str, str]) -> str:
-        log.warning("turn abandoned: lease lost", extra=context)
-        metrics().leases_lost.inc()
-        return "abandoned (lease lost)"
-
-    def _run(self, lease: Lease, lost: threading.Event) -> Outcome:
+    def _run(self, lease: Lease, lost: threading.Event, calls: BackendCalls) -> Outcome:
         record = lease.record
-        if record.attempts > 1:
+        if record.deliveries > 1:
             metrics().lease_takeovers.inc()
         elif record.started_at is not None:
             metrics().queue_wait_seconds.observe(max(0.0, record.started_at - record.accepted_at))
         memory = self.open_memory(lease.session_id)
-        # Only an earlier delivery can have committed this turn; if one did, the
-        # turn is done whatever was asked of it since.
-        if record.attempts > 1 and memory.has_turn(lease.run_id):
-            return Outcome(RunState.SUCCEEDED, result=self.store.pending_result(lease) or "")
+        if record.deliveries > 1:
+            decided = self._take_over(lease, memory, calls)
+            if decided is not None:
+                return decided
+        if record.corrupt:
+            return Outcome(RunState.FAILED, error=f"run record unreadable: {record.corrupt}")
         if record.cancel_requested:
             return Outcome(RunState.CANCELLED, error="cancelled before it started")
-        if record.attempts > self.settings.max_deliveries:
+        if record.deliveries > self.settings.max_deliveries:
             return Outcome(
                 RunState.FAILED,
-                error=f"started {record.attempts - 1} times without finishing; a worker died "
-                "each time (FENCE_MAX_DELIVERIES)",
+                error=f"started {record.deliveries - 1} times without finishing: its worker "
+                "died, stalled past its lease or could not reach memory each time "
+                "(FENCE_MAX_DELIVERIES)",
             )
         factory = self.agents.get(record.agent)
         if factory is None:
@@ -117,42 +135,76 @@ class TurnExecutor:
             nonlocal fresh
             if lost.is_set():
                 raise LeaseLost(lease.session_id, lease.run_id)
-            if not fresh and self.store.cancel_requested(lease):
+            if not fresh and calls.redis(
+                "cancel_requested", lambda: self.store.cancel_requested(lease)
+            ):
                 raise TurnCancelled
             fresh = False
 
-        attempts = self.settings.turn_retries + 1
-        attempt = 1
-        while True:
-            # A failed attempt may have committed before it raised.
-            if attempt > 1 and memory.has_turn(lease.run_id):
-                return Outcome(RunState.SUCCEEDED, result=self.store.pending_result(lease) or "")
+        tries = self.settings.turn_retries + 1
+        for attempt in range(1, tries + 1):
             try:
-                return self._attempt(lease, factory(memory), checkpoint, lost)
+                return self._attempt(lease, factory(memory), checkpoint, lost, calls, attempt)
             except TurnCancelled:
-                return Outcome(RunState.CANCELLED, error="cancelled while running")
-            except LeaseLost:
+                return Outcome(
+                    RunState.CANCELLED, error="cancelled while running", attempts=attempt
+                )
+            except (LeaseLost, Deferred):
                 raise
             except SoftTimeLimitExceeded:
                 limit = self.settings.turn_timeout_s
                 return Outcome(
-                    RunState.FAILED, error=f"turn exceeded {limit:g}s (FENCE_TURN_TIMEOUT_S)"
+                    RunState.FAILED,
+                    error=f"turn exceeded {limit:g}s (FENCE_TURN_TIMEOUT_S)",
+                    attempts=attempt,
                 )
-            except Exception as error:  # model, tool or agent failure: retry, then fail
-                message = f"{type(error).__name__}: {error}"
+            except Exception as error:  # model, tool, agent or memory read failure
+                message = (
+                    str(error)
+                    if isinstance(error, BackendDown)
+                    else (f"{type(error).__name__}: {error}")
+                )
+                if isinstance(error, MEMORY_ERRORS):  # the window read, inside the agent
+                    calls.failed("memory", "read_window", error)
                 log.warning(
                     "turn attempt %d/%d failed: %s",
                     attempt,
-                    attempts,
+                    tries,
                     message,
                     extra={"session_id": lease.session_id, "run_id": lease.run_id},
                 )
-                if attempt == attempts:
-                    return Outcome(RunState.FAILED, error=message)
+                if attempt == tries:
+                    return Outcome(RunState.FAILED, error=message, attempts=attempt)
                 delay = self.settings.turn_retry_backoff_s * 2 ** (attempt - 1)
                 if lost.wait(delay):
                     raise LeaseLost(lease.session_id, lease.run_id) from error
-                attempt += 1
+        raise AssertionError("unreachable")
+
+    def _take_over(self, lease: Lease, memory: BaseMemory, calls: BackendCalls) -> Outcome | None:
+        """A run another delivery held before: fence that holder out of memory, then
+        see whether it committed. Only then may the run end in any state, so it can
+        never end failed or cancelled with its turn in memory.
+
+        Returns the outcome if that decides the run, else None (run the turn).
+        """
+        try:
+            calls.memory("claim_fence", lambda: memory.claim_fence(lease.fence))
+            committed = calls.memory("has_turn", lambda: memory.has_turn(lease.run_id))
+        except FencedOutError as error:  # a newer holder claimed: we are the stale one
+            raise LeaseLost(lease.session_id, lease.run_id) from error
+        except BackendDown as error:
+            if lease.record.deliveries <= self.settings.max_deliveries:
+                raise Deferred(str(error)) from error
+            # Out of deliveries: fail unfenced rather than hold the session forever.
+            return Outcome(
+                RunState.FAILED,
+                error=f"{error}; gave up after {lease.record.deliveries - 1} deliveries "
+                "(FENCE_MAX_DELIVERIES)",
+            )
+        if committed:  # an earlier delivery committed; the turn is done whatever since
+            pending = calls.redis("pending_result", lambda: self.store.pending_result(lease))
+            return Outcome(RunState.SUCCEEDED, result=pending or "")
+        return None
 
     def _attempt(
         self,
@@ -160,20 +212,41 @@ class TurnExecutor:
         agent: Agent,
         checkpoint: Callable[[], None],
         lost: threading.Event,
+        calls: BackendCalls,
+        attempt: int,
     ) -> Outcome:
-        """One try: the agent loop, then the answer saved, then one fenced commit."""
+        """One try: the agent loop, then the answer saved, then one fenced commit.
+
+        Saving and committing are retried in place, never by running the model
+        again: the commit is idempotent (keyed by the run id). If memory stays
+        unreachable the commit may or may not have landed, so the run is
+        ``Deferred`` to a later delivery, which claims the fence and looks.
+        """
         prepared = agent.prepare_turn(lease.record.message, checkpoint=checkpoint)
         if lost.is_set():
             raise LeaseLost(lease.session_id, lease.run_id)
-        saved = self.store.save_answer(lease, prepared.answer)  # also checks lease and cancel
+        # also checks the lease and a cancel
+        saved = calls.redis("save_answer", lambda: self.store.save_answer(lease, prepared.answer))
         if saved == "lost":
             raise LeaseLost(lease.session_id, lease.run_id)
         if saved == "cancelled":
             raise TurnCancelled
         memory = agent.memory
         try:
-            memory.commit_turn(lease.run_id, prepared.messages, expected_last_seq=prepared.last_seq)
+            calls.memory(
+                "commit_turn",
+                lambda: memory.commit_turn(
+                    lease.run_id,
+                    prepared.messages,
+                    expected_last_seq=prepared.last_seq,
+                    fence=lease.fence,
+                ),
+            )
+        except FencedOutError as error:  # a newer holder took the session over
+            raise LeaseLost(lease.session_id, lease.run_id) from error
         except StaleWriteError:
-            if not memory.has_turn(lease.run_id):
-                raise
-        return Outcome(RunState.SUCCEEDED, result=prepared.answer)
+            if not calls.memory("has_turn", lambda: memory.has_turn(lease.run_id)):
+                raise  # the history moved under us: try the turn again on the new history
+        except BackendDown as error:
+            raise Deferred(str(error)) from error
+        return Outcome(RunState.SUCCEEDED, result=prepared.answer, attempts=attempt)

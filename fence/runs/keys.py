@@ -27,7 +27,8 @@ def lease(session_id: str) -> str:
 
 
 def fencing_counter(session_id: str) -> str:
-    """Counter: ``INCR`` gives each lease a token larger than any before it."""
+    """String: the session's newest fencing token; ``ACQUIRE`` gives each lease a
+    larger one (see ``fence.runs.scripts``). Expires with the idle session."""
     return f"{PREFIX}:{{{session_id}}}:fencing"
 
 

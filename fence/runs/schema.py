@@ -3,15 +3,62 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from fence.messages import utf8, validate_identifier, validate_session_id
+from fence.plain_json import check_plain, nesting_rule, text_nesting
 from fence.settings import get_settings
 
 MAX_METADATA_BYTES = 16 * 1024
+"""Largest metadata, as the compact UTF-8 JSON it is stored as."""
+MAX_METADATA_DEPTH = 32
+"""Deepest nesting of objects and arrays in metadata, counting the metadata object itself."""
+MAX_METADATA_KEY_CHARS = 128
+"""Longest key of any object in metadata."""
+MAX_TIMESTAMP = 253_402_300_800.0
+"""Year 10000: a time a record holds is before this (and not negative), or it is corrupt."""
+
+Timestamp = Annotated[float, Field(ge=0, lt=MAX_TIMESTAMP, allow_inf_nan=False)]
+
+
+def encode_metadata(metadata: dict[str, Any]) -> str:
+    """The form metadata is stored in, and measured in against ``MAX_METADATA_BYTES``."""
+    return json.dumps(metadata, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
+def check_metadata(value: object) -> dict[str, Any]:
+    """Return ``value`` if it is metadata that is stored and read back as the same JSON;
+    otherwise raise ``ValueError`` naming ``metadata`` and the rule. Never recurses."""
+    if not isinstance(value, dict):
+        raise ValueError('metadata: must be a JSON object, as in {"k": "v"}')
+    check_plain(
+        value, "metadata", max_depth=MAX_METADATA_DEPTH, max_key_chars=MAX_METADATA_KEY_CHARS
+    )
+    try:
+        size = len(encode_metadata(value).encode())
+    except ValueError as error:  # an int too long to print (sys.get_int_max_str_digits)
+        raise ValueError(f"metadata: must be JSON-serialisable ({error})") from None
+    if size > MAX_METADATA_BYTES:
+        raise ValueError(f"metadata: larger than {MAX_METADATA_BYTES} bytes as JSON")
+    return value
+
+
+def read_metadata(text: str) -> dict[str, Any]:
+    """Metadata as stored; ``ValueError`` saying why if it is not metadata ``check_metadata``
+    would accept. Nesting is counted before parsing, so deep text cannot recurse."""
+    if len(text) > MAX_METADATA_BYTES:
+        raise ValueError(f"metadata: larger than {MAX_METADATA_BYTES} bytes as JSON")
+    if text_nesting(text)[0] > MAX_METADATA_DEPTH:
+        raise ValueError(f"metadata: {nesting_rule(MAX_METADATA_DEPTH)}")
+    try:
+        value = json.loads(text)
+    except ValueError:
+        raise ValueError("metadata: not valid JSON") from None
+    return check_metadata(value)
 
 
 class RunState(StrEnum):
@@ -75,16 +122,22 @@ class RunRequest(BaseModel):
     def _idempotency_key(cls, value: str | None) -> str | None:
         return None if value is None else validate_identifier(value, "idempotency_key")
 
-    @field_validator("metadata")
+    @field_validator("metadata", mode="before")
     @classmethod
-    def _metadata(cls, value: dict[str, Any]) -> dict[str, Any]:
-        try:
-            encoded = json.dumps(value, allow_nan=False)
-        except (TypeError, ValueError) as error:
-            raise ValueError(f"metadata: must be JSON-serialisable ({error})") from None
-        if len(encoded) > MAX_METADATA_BYTES:
-            raise ValueError(f"metadata: larger than {MAX_METADATA_BYTES} bytes as JSON")
-        return value
+    def _metadata(cls, value: object) -> dict[str, Any]:
+        return check_metadata(value)
+
+
+_UNREADABLE: dict[str, Any] = {
+    "id": "",
+    "session_id": "",
+    "agent": "",
+    "message": "",
+    "strategy": Strategy.ENQUEUE,
+    "state": RunState.FAILED,
+    "accepted_at": 0.0,
+}
+"""Safe values for required fields that cannot be read; other fields take their default."""
 
 
 class RunRecord(BaseModel):
@@ -98,22 +151,76 @@ class RunRecord(BaseModel):
     state: RunState
     idempotency_key: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
-    accepted_at: float
-    started_at: float | None = None
-    finished_at: float | None = None
+    accepted_at: Timestamp
+    started_at: Timestamp | None = None
+    finished_at: Timestamp | None = None
     worker: str | None = None
+    deliveries: int = 0
+    """Times a worker took the lease to run it: more than 1 means a worker died,
+    stalled past its lease or could not reach memory, and another took over."""
     attempts: int = 0
+    """Times the turn was tried (model and tools run), retries included, counted
+    when a delivery finishes the run."""
     result: str | None = None
     error: str | None = None
     cancel_requested: bool = False
+    corrupt: str | None = None
+    """What of the stored record could not be read as written (e.g. ``"metadata: not
+    valid JSON"``), else None. Those fields hold safe values instead (see ``from_hash``);
+    a worker fails such a run rather than run it, and the session moves on."""
 
     @classmethod
-    def from_hash(cls, fields: dict[str, str]) -> RunRecord:
-        data: dict[str, Any] = {k: v for k, v in fields.items() if v != ""}
-        data["metadata"] = json.loads(data.get("metadata", "{}"))
+    def from_hash(
+        cls, fields: Mapping[str, str], *, run_id: str | None = None, session_id: str | None = None
+    ) -> RunRecord:
+        """The record a run hash holds. Never raises, whatever the hash holds: a field that
+        cannot be read as written (missing, not valid Unicode, not a number, a state or
+        metadata no submit could have written ...) gets a safe value and is named in
+        ``corrupt``. An unreadable state reads as ``failed``: such a run will not be run.
+        ``run_id`` and ``session_id`` are the ids the hash was found by; they win."""
+        problems: dict[str, str] = {}
+        data: dict[str, Any] = {}
+        for name in cls.model_fields.keys() - {"corrupt"}:
+            value = fields.get(name, "")
+            if value == "":  # never written, or written empty (an unset optional field)
+                continue
+            try:
+                utf8(value, name)
+            except ValueError:
+                problems[name] = f"{name}: not valid Unicode"
+                value = value.encode("utf-8", "replace").decode("utf-8")
+            data[name] = value
+        for name, known in (("id", run_id), ("session_id", session_id)):
+            if known is not None and data.get(name) != known:
+                problems[name] = (
+                    f"{name}: {'does not match its key' if name in data else 'missing'}"
+                )
+                data[name] = known
         data["cancel_requested"] = data.get("cancel_requested") == "1"
-        data.pop("pending_result", None)
-        return cls.model_validate(data)
+        try:
+            data["metadata"] = read_metadata(data.get("metadata", "{}"))
+        except ValueError as error:
+            problems["metadata"] = str(error)
+            data["metadata"] = {}
+        try:
+            record = cls.model_validate(data)
+        except ValidationError as error:
+            for problem in error.errors(include_input=False):
+                name = str(problem["loc"][0])
+                reason = str(problem["msg"]).replace("Input should", "should")
+                problems[name] = f"{name}: {'missing' if problem['type'] == 'missing' else reason}"
+                if name in _UNREADABLE:
+                    data[name] = _UNREADABLE[name]
+                else:
+                    data.pop(name, None)  # its default
+            record = cls.model_validate(data)
+        if "accepted_at" in problems:  # the nearest time the record still knows
+            accepted = record.started_at or record.finished_at or 0.0
+            record = record.model_copy(update={"accepted_at": accepted})
+        if not problems:
+            return record
+        reasons = "; ".join(problems[name] for name in cls.model_fields if name in problems)
+        return record.model_copy(update={"corrupt": reasons})
 
     @staticmethod
     def new_hash(run_id: str, request: RunRequest, accepted_at: float) -> dict[str, str]:
@@ -126,7 +233,8 @@ class RunRecord(BaseModel):
             "strategy": request.strategy.value,
             "state": RunState.QUEUED.value,
             "idempotency_key": request.idempotency_key or "",
-            "metadata": json.dumps(request.metadata),
+            "metadata": encode_metadata(request.metadata),
             "accepted_at": repr(accepted_at),
+            "deliveries": "0",
             "attempts": "0",
         }

@@ -15,9 +15,20 @@ Failure timeline (who may die where, and what then):
   not call the model again, and runs ``FINISH``.
 * Worker stalls (GC pause, partition) and its lease expires while another
   worker takes over: the stale worker's renewals fail, so it stops at its next
-  checkpoint; if it reaches its commit anyway, the memory's conditional write
-  (expected last sequence number) or the turn id refuses it, and ``FINISH``
-  refuses its token.
+  checkpoint. It may be past its last checkpoint, between ``SAVE_ANSWER`` and
+  its memory commit. So the worker that takes over claims the session's fence
+  in memory with its newer token before it decides anything: from then on the
+  memory refuses the stale worker's commit (its token is older). If the stale
+  commit landed before the claim, the new worker finds the turn in memory and
+  finishes the run as succeeded; it can never end as failed or cancelled with
+  its turn in memory. ``FINISH`` refuses the stale worker's token.
+* Fencing tokens never go backwards: ``ACQUIRE`` takes the larger of the
+  counter plus one and Redis's clock in milliseconds, so a token issued after
+  an idle session's counter expired is still larger than any before it.
+
+Idle sessions expire: when a session goes idle its hash and fencing counter
+get ``session_ttl_s``; a submit that makes it active again removes the TTL
+(``PERSIST``), so no active session, queued run or lease can lose its state.
 
 Every script keeps to keys of one session (one hash tag); run records of the
 same session are addressed through the ``run_prefix`` argument.
@@ -40,6 +51,7 @@ local active = redis.call('HGET', KEYS[1], 'active')
 local outcome
 if not active then
   redis.call('HSET', KEYS[1], 'active', ARGV[1], 'progress_at', ARGV[5])
+  redis.call('PERSIST', KEYS[1])
   outcome = {'dispatch', ARGV[1], 0}
 elseif ARGV[2] == 'reject' then
   redis.call('HSET', KEYS[3], 'state', 'rejected', 'finished_at', ARGV[5],
@@ -58,9 +70,10 @@ return outcome
 """
 
 ADVANCE = """
--- Make the session's next queued run active, or mark the session idle.
--- Returns the next run id, or false.
-local function advance(session, mailbox, run_prefix, now)
+-- Make the session's next queued run active, or mark the session idle (its
+-- hash and fencing counter then expire after session_ttl_s unless it is
+-- used again). Returns the next run id, or false.
+local function advance(session, mailbox, counter, run_prefix, now, session_ttl_s)
   while true do
     local candidate = redis.call('LPOP', mailbox)
     if not candidate then break end
@@ -72,6 +85,8 @@ local function advance(session, mailbox, run_prefix, now)
   end
   redis.call('HDEL', session, 'active')
   redis.call('HSET', session, 'progress_at', now)
+  redis.call('EXPIRE', session, session_ttl_s)
+  redis.call('EXPIRE', counter, session_ttl_s)
   return false
 end
 """
@@ -80,28 +95,36 @@ ACQUIRE = (
     ADVANCE
     + """
 -- KEYS: session, lease, fencing counter, run, mailbox
--- ARGV: run_id, lease_ms, now, worker, run_prefix
+-- ARGV: run_id, lease_ms, now, worker, run_prefix, session_ttl_s
 local active = redis.call('HGET', KEYS[1], 'active') == ARGV[1]
 if redis.call('EXISTS', KEYS[4]) == 0 then
   -- The active run's record is gone (expired or lost in a failover): nothing can
   -- run it, so move the session on rather than leave it busy forever.
   if active and redis.call('EXISTS', KEYS[2]) == 0 then
-    return {'missing', advance(KEYS[1], KEYS[5], ARGV[5], ARGV[3]) or ''}
+    return {'missing', advance(KEYS[1], KEYS[5], KEYS[3], ARGV[5], ARGV[3], ARGV[6]) or ''}
   end
   return {'missing', ''}
 end
 if not active then return {'not_active', ''} end
 if redis.call('EXISTS', KEYS[2]) == 1 then return {'leased', ''} end
-local token = redis.call('INCR', KEYS[3])
+-- max(counter + 1, Redis clock in ms): strictly increasing, and still larger
+-- than every earlier token after an idle session's counter expired.
+local clock = redis.call('TIME')
+local now_ms = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local token = string.format('%d',
+  math.max(tonumber(redis.call('GET', KEYS[3]) or '0') + 1, now_ms))
+redis.call('SET', KEYS[3], token)
 redis.call('SET', KEYS[2], token, 'PX', ARGV[2])
 if redis.call('HGET', KEYS[4], 'state') == 'queued' then
   redis.call('HSET', KEYS[4], 'state', 'running', 'started_at', ARGV[3])
 end
 redis.call('HSET', KEYS[4], 'worker', ARGV[4])
-redis.call('HINCRBY', KEYS[4], 'attempts', 1)
+-- HINCRBY would fail on a field corrupted to a non-number, midway, leaving the lease held
+redis.call('HSET', KEYS[4], 'deliveries',
+  (tonumber(redis.call('HGET', KEYS[4], 'deliveries')) or 0) + 1)
 redis.call('HSET', KEYS[1], 'progress_at', ARGV[3])
 redis.call('HDEL', KEYS[1], 'redispatches')
-return {'acquired', tostring(token), redis.call('HGETALL', KEYS[4])}
+return {'acquired', token, redis.call('HGETALL', KEYS[4])}
 """
 )
 
@@ -124,16 +147,19 @@ return 'saved'
 FINISH = (
     ADVANCE
     + """
--- KEYS: session, mailbox, lease, run
--- ARGV: token, run_id, state, now, run_ttl_s, run_prefix, result, error, done_channel
+-- KEYS: session, mailbox, lease, run, fencing counter
+-- ARGV: token, run_id, state, now, run_ttl_s, run_prefix, result, error, done_channel,
+--       attempts (turn tries this delivery made), session_ttl_s
 if redis.call('GET', KEYS[3]) ~= ARGV[1] then return {'lost'} end
 redis.call('HSET', KEYS[4], 'state', ARGV[3], 'finished_at', ARGV[4],
   'result', ARGV[7], 'error', ARGV[8])
+redis.call('HSET', KEYS[4], 'attempts',
+  (tonumber(redis.call('HGET', KEYS[4], 'attempts')) or 0) + tonumber(ARGV[10]))
 redis.call('HDEL', KEYS[4], 'pending_result')
 redis.call('EXPIRE', KEYS[4], ARGV[5])
 redis.call('PUBLISH', ARGV[9], ARGV[3])
 redis.call('DEL', KEYS[3])
-local next_run = advance(KEYS[1], KEYS[2], ARGV[6], ARGV[4])
+local next_run = advance(KEYS[1], KEYS[2], KEYS[5], ARGV[6], ARGV[4], ARGV[11])
 if next_run then return {'next', next_run} end
 return {'idle'}
 """

@@ -65,6 +65,11 @@ class Lease:
     record: RunRecord
 
     @property
+    def fence(self) -> int:
+        """The token as memory backends take it (``commit_turn(fence=...)``)."""
+        return int(self.token)
+
+    @property
     def session_id(self) -> str:
         return self.record.session_id
 
@@ -120,6 +125,7 @@ class RunStore:
         client = redis.Redis.from_url(
             url or settings.redis_url,
             decode_responses=True,
+            encoding_errors="surrogateescape",  # bytes that are not UTF-8 reach from_hash
             socket_connect_timeout=REDIS_TIMEOUT_S,
             socket_timeout=REDIS_TIMEOUT_S,
             health_check_interval=30,
@@ -215,7 +221,7 @@ class RunStore:
         fields = self.redis.hgetall(keys.run(session_id, run_id))
         if not fields:
             raise RunNotFound(run_id)
-        return RunRecord.from_hash(fields)
+        return RunRecord.from_hash(fields, run_id=run_id, session_id=session_id)
 
     def cancel(self, run_id: str, session_id: str | None = None) -> RunRecord:
         """Cancel durably: a queued run leaves the mailbox; a running one stops at its
@@ -278,11 +284,12 @@ class RunStore:
                 repr(time.time()),
                 worker,
                 keys.run_prefix(session_id),
+                self.settings.session_ttl_s,
             ],
         )
         if outcome == "acquired":
             fields = dict(zip(record[0][::2], record[0][1::2], strict=True))
-            return Lease(value, RunRecord.from_hash(fields))
+            return Lease(value, RunRecord.from_hash(fields, run_id=run_id, session_id=session_id))
         return Skip(outcome, next_run=value or None)
 
     def renew(self, leases: list[Lease]) -> list[bool]:
@@ -324,12 +331,19 @@ class RunStore:
         return self.redis.hget(keys.run(lease.session_id, lease.run_id), "pending_result")
 
     def finish(
-        self, lease: Lease, state: RunState, *, result: str = "", error: str = ""
+        self,
+        lease: Lease,
+        state: RunState,
+        *,
+        result: str = "",
+        error: str = "",
+        attempts: int = 0,
     ) -> str | None:
         """Record the outcome and hand the session to its next run, atomically.
 
-        Returns the next run id to dispatch, or None when the session went idle.
-        Raises ``LeaseLost`` if another worker holds the session now.
+        ``attempts`` is how many times this delivery tried the turn. Returns the
+        next run id to dispatch, or None when the session went idle. Raises
+        ``LeaseLost`` if another worker holds the session now.
         """
         sid, run_id = lease.session_id, lease.run_id
         now = repr(time.time())
@@ -338,7 +352,13 @@ class RunStore:
             _evalsha(
                 pipe,
                 self._finish,
-                [keys.session(sid), keys.mailbox(sid), keys.lease(sid), keys.run(sid, run_id)],
+                [
+                    keys.session(sid),
+                    keys.mailbox(sid),
+                    keys.lease(sid),
+                    keys.run(sid, run_id),
+                    keys.fencing_counter(sid),
+                ],
                 [
                     lease.token,
                     run_id,
@@ -349,6 +369,8 @@ class RunStore:
                     result,
                     error,
                     keys.done_channel(run_id),
+                    attempts,
+                    self.settings.session_ttl_s,
                 ],
             )
             pipe.expire(keys.run_index(run_id), self.settings.run_ttl_s)  # harmless if lost

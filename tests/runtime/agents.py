@@ -6,8 +6,14 @@ first call for K wait until the test pushes to ``test:release:K``;
 ``hold-before-commit`` / ``hold-after-commit`` make the memory push to
 ``test:committing:K`` / ``test:committed:K`` and wait on it right before /
 after the commit (the first commit for K only);
-``fail=N`` fails the first N calls (``fail=always``: every call);
+``fail=N`` fails the first N calls (``fail=always``: every call;
+``fail-after=N``: every call after the first N);
 ``sleep=S`` takes S seconds.
+
+The control keys live in the runtime's Redis, or in ``TEST_CONTROL_REDIS_URL``
+when set, so a test can kill the runtime's Redis and still steer the model.
+The hold directives need SQLite memory; on other backends the agent uses the
+memory as it is.
 """
 
 from __future__ import annotations
@@ -30,7 +36,8 @@ RELEASE_TIMEOUT_S = 120
 
 @cache
 def control() -> redis.Redis:
-    return redis.Redis.from_url(os.environ["FENCE_REDIS_URL"], decode_responses=True)
+    url = os.environ.get("TEST_CONTROL_REDIS_URL") or os.environ["FENCE_REDIS_URL"]
+    return redis.Redis.from_url(url, decode_responses=True)
 
 
 def directives(text: str) -> dict[str, str]:
@@ -65,6 +72,8 @@ class ControlledModel(Model):
             fail = found.get("fail")
             if fail == "always" or (fail and calls <= int(fail)):
                 raise ModelError(f"scripted failure on call {calls}")
+            if "fail-after" in found and calls > int(found["fail-after"]):
+                raise ModelError(f"scripted failure on call {calls}")
         if "sleep" in found:
             time.sleep(float(found["sleep"]))
         return ModelResponse(content=f"answer to: {text}")
@@ -91,9 +100,9 @@ class HoldingMemory(SQLiteMemory):
 
 
 def controlled(memory: BaseMemory) -> Agent:
-    assert isinstance(memory, SQLiteMemory)
-    holding = HoldingMemory(memory.db_path, memory.session_id)
-    return Agent(identifier="controlled", model=ControlledModel(), memory=holding)
+    if isinstance(memory, SQLiteMemory):
+        memory = HoldingMemory(memory.db_path, memory.session_id)
+    return Agent(identifier="controlled", model=ControlledModel(), memory=memory)
 
 
 registry = {"controlled": controlled}

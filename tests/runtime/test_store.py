@@ -6,7 +6,7 @@ import pytest
 import redis
 from redis.crc import key_slot
 
-from fence.runs import LeaseLost, RunRequest, RunState, RunStore, Skip, keys
+from fence.runs import Lease, LeaseLost, RunRequest, RunState, RunStore, Skip, keys
 from fence.settings import Settings
 from producer import Producer
 
@@ -135,7 +135,7 @@ def test_the_lease_comes_with_the_run_record_and_the_answer_respects_cancel(stor
     run = store.submit(request(message="question"))
     lease = store.acquire("s1", run.run_id, "w1")
 
-    assert (lease.record.message, lease.record.attempts, lease.record.worker) == (
+    assert (lease.record.message, lease.record.deliveries, lease.record.worker) == (
         "question",
         1,
         "w1",
@@ -184,7 +184,7 @@ def test_every_step_still_works_after_redis_loses_its_script_cache(store: RunSto
     flush()
     assert store.save_answer(lease, "ok") == "saved"
     flush()
-    assert store.finish(lease, RunState.SUCCEEDED, result="ok") == second.run_id
+    assert store.finish(lease, RunState.SUCCEEDED, result="ok", attempts=1) == second.run_id
     flush()
     assert store.cancel(third.run_id).state is RunState.CANCELLED
     flush()
@@ -194,4 +194,38 @@ def test_every_step_still_works_after_redis_loses_its_script_cache(store: RunSto
     assert store.session("s1").active_run == second.run_id
     assert store.session("s1").queued == []
     assert store.get(first.run_id).state is RunState.SUCCEEDED
-    assert store.get(first.run_id).attempts == 1
+    assert (store.get(first.run_id).deliveries, store.get(first.run_id).attempts) == (1, 1)
+
+
+def test_fencing_tokens_never_go_backwards_even_after_the_counter_expired(store: RunStore):
+    first = store.submit(request())
+    old = store.acquire("s1", first.run_id, "w1")
+    store.finish(old, RunState.SUCCEEDED)
+    store.redis.delete(keys.fencing_counter("s1"), keys.session("s1"))  # expired while idle
+
+    second = store.submit(request())
+    new = store.acquire("s1", second.run_id, "w1")
+
+    assert second.dispatch and isinstance(new, Lease)
+    assert new.fence > old.fence
+    seconds, micros = store.redis.time()
+    assert old.fence <= seconds * 1000 + micros // 1000  # tokens follow Redis's clock in ms
+
+
+def test_an_idle_session_expires_and_a_busy_one_never_does(store: RunStore):
+    ttl = store.settings.session_ttl_s
+    session, counter = keys.session("s1"), keys.fencing_counter("s1")
+    first, second = store.submit(request()), store.submit(request())
+    lease = store.acquire("s1", first.run_id, "w1")
+    assert (store.redis.ttl(session), store.redis.ttl(counter)) == (-1, -1)
+
+    lease = store.acquire("s1", store.finish(lease, RunState.SUCCEEDED), "w1")
+    assert (store.redis.ttl(session), store.redis.ttl(counter)) == (-1, -1)  # second's turn
+    assert store.finish(lease, RunState.SUCCEEDED) is None
+
+    assert 0 < store.redis.ttl(session) <= ttl and 0 < store.redis.ttl(counter) <= ttl
+    third = store.submit(request())
+    assert third.dispatch and store.redis.ttl(session) == -1
+    store.acquire("s1", third.run_id, "w1")
+    assert store.redis.ttl(counter) == -1
+    assert store.get(second.run_id).state is RunState.SUCCEEDED
