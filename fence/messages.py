@@ -45,13 +45,18 @@ def _stored(info: ValidationInfo) -> bool:
     return bool(info.context and info.context.get("stored"))
 
 
+MAX_JSON_DEPTH = 64
+"""Deepest nesting of ``meta`` and tool-call ``arguments``: deeper JSON could not be
+read back by every reader (Python's parser recurses)."""
+MAX_JSON_KEY_CHARS = 1024
+
+
 def _require_json(value: dict[str, Any], field: str) -> dict[str, Any]:
-    """Refuse values every backend could not store the same way (they store JSON)."""
-    try:
-        encoded = json.dumps(value, allow_nan=False, ensure_ascii=False)
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"{field}: must be JSON-serialisable ({error})") from None
-    utf8(encoded, field)
+    """Refuse values every backend could not store and read back the same way (they
+    store JSON), without recursing into them."""
+    from fence.plain_json import check_plain  # it builds on ``utf8`` below
+
+    check_plain(value, field, max_depth=MAX_JSON_DEPTH, max_key_chars=MAX_JSON_KEY_CHARS)
     return value
 
 

@@ -7,7 +7,7 @@ import datetime as dt
 import pytest
 
 from fence.memory import FleetingMemory, SQLiteMemory
-from fence.messages import Message, Role, ToolCall
+from fence.messages import MAX_JSON_DEPTH, Message, Role, ToolCall
 from fence.settings import get_settings
 
 
@@ -20,15 +20,27 @@ def test_metadata_that_is_not_json_is_refused_by_every_backend_alike(tmp_path, b
         FleetingMemory() if backend == "fleeting" else SQLiteMemory(tmp_path / "m.db", "session")
     )
 
-    with pytest.raises(ValueError, match="meta: must be JSON-serialisable"):
+    with pytest.raises(ValueError, match=r"meta: (a \w+ is not JSON|numbers must be finite)"):
         memory.add_message(role="user", content="hi", meta=meta)
 
     assert memory.get_messages() == []
 
 
 def test_tool_call_arguments_that_are_not_json_are_refused():
-    with pytest.raises(ValueError, match="arguments: must be JSON-serialisable"):
+    with pytest.raises(ValueError, match="arguments: a date is not JSON"):
         ToolCall(id="c1", name="schedule", arguments={"at": dt.date(2024, 1, 1)})
+
+
+@pytest.mark.parametrize("depth", [MAX_JSON_DEPTH + 1, 5_000])
+def test_json_nested_too_deep_to_read_back_is_refused_not_a_recursion_error(depth):
+    deep: dict = {}
+    for _ in range(depth - 1):
+        deep = {"k": deep}
+
+    with pytest.raises(ValueError, match=f"meta: nested deeper than {MAX_JSON_DEPTH} levels"):
+        Message(role=Role.USER, content="hi", meta=deep)
+    with pytest.raises(ValueError, match="arguments: nested deeper"):
+        ToolCall(id="c1", name="t", arguments=deep)
 
 
 def test_json_metadata_is_kept_as_given():
