@@ -1,20 +1,41 @@
-"""The one settings object, read from ``FENCE_*`` environment variables."""
+"""The one settings object, read from ``FENCE_*`` environment variables.
+
+Settings errors name the variable and the rule, never a value: the values
+include secrets (bearer tokens, the password in a Redis URL, Flower's basic
+auth). Pydantic is told to leave inputs out of its errors, secret fields stay
+out of ``repr`` (give a new one, such as a webhook secret, ``repr=False`` too),
+and ``get_settings`` turns a validation error into one line built from field
+names and rules only.
+"""
 
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from fence.errors import FenceError
+
+ENV_PREFIX = "FENCE_"
+
+
+class InvalidSettingsError(FenceError, ValueError):
+    """A ``FENCE_*`` variable breaks a rule; the message names it and the rule."""
 
 
 class Settings(BaseSettings):
     """Configuration shared by the library, the workers and the producers."""
 
-    model_config = SettingsConfigDict(env_prefix="FENCE_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="ignore", hide_input_in_errors=True
+    )
 
-    redis_url: str = "redis://localhost:6379/0"
+    redis_url: str = Field(
+        default="redis://localhost:6379/0", repr=False, description="May carry a password."
+    )
     memory: str = "sqlite:///fence.db"
     agents: str = "workers.registry:registry"
     agentcore_memory_id: str | None = None
@@ -32,6 +53,11 @@ class Settings(BaseSettings):
     sweep_interval_s: float = Field(default=15.0, gt=0)
     run_ttl_s: int = Field(default=7 * 24 * 3600, gt=0, description="Finished run records expire.")
     idempotency_ttl_s: int = Field(default=24 * 3600, gt=0)
+    session_ttl_s: int = Field(
+        default=7 * 24 * 3600,
+        gt=0,
+        description="An idle session's state (its hash and fencing counter) expires.",
+    )
     turn_timeout_s: float = Field(default=600.0, gt=0, description="Longest turn allowed.")
     turn_retries: int = Field(
         default=2, ge=0, description="Extra attempts of a turn whose model or tools failed."
@@ -48,6 +74,11 @@ class Settings(BaseSettings):
     )
     metrics_host: str = Field(
         default="127.0.0.1", description="Address of /metrics; 0.0.0.0 for Prometheus in a pod."
+    )
+    liveness_file: Path | None = Field(
+        default=None,
+        description="The worker rewrites this file while its consumer loop runs connected; "
+        "`python -m workers.liveness` checks its age. One file per worker process.",
     )
 
     flower_basic_auth: str | None = Field(
@@ -83,7 +114,28 @@ class Settings(BaseSettings):
         return self
 
 
+def describe_settings_error(error: ValidationError) -> str:
+    """One line naming every bad variable and its rule, e.g.
+    ``FENCE_LEASE_MS: Input should be greater than 0``; built from field names
+    and messages only, never from the input (``error.errors()`` carries it)."""
+    parts = []
+    for item in error.errors(include_input=False, include_url=False, include_context=False):
+        text = str(item["msg"]).removeprefix("Value error, ")
+        if item["loc"]:
+            where = ENV_PREFIX + str(item["loc"][0]).upper()
+            text = text if text.startswith(f"{where}:") else f"{where}: {text}"
+        parts.append(text)
+    return "; ".join(parts)
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process-wide settings, read once from the environment."""
-    return Settings()
+    """The process-wide settings, read once from the environment.
+
+    Raises ``InvalidSettingsError`` (not pydantic's error, whose default text
+    and traceback chain would carry the inputs) for every entry point to print.
+    """
+    try:
+        return Settings()
+    except ValidationError as error:
+        raise InvalidSettingsError(describe_settings_error(error)) from None

@@ -5,6 +5,7 @@ shut down together, leaving no process behind."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import secrets
@@ -16,22 +17,20 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from workers.stack import (
-    BEAT_READY,
-    FLOWER_READY,
-    GATEWAY_READY,
-    WORKER_READY,
-    ManagedProcess,
-    free_port,
-    gateway_missing,
-    launch_beat,
-    launch_flower,
-    launch_gateway,
-    launch_worker,
-    start_redis,
-)
+if TYPE_CHECKING:
+    from workers.stack import ManagedProcess
+
+# ``workers.stack`` is imported where a stack starts, not here: importing the
+# ``workers`` package builds the Celery app from the settings, which the other
+# ``fence`` commands neither need nor may fail on (they report bad settings in a line).
+
+RESTART_FIRST_DELAY_S = 1.0
+RESTART_MAX_DELAY_S = 30.0
+RESTART_STABLE_S = 60.0
+"""A child that exits is restarted after 1 s, then 2, 4 ... up to 30 s while it keeps
+exiting; one that ran for a minute before exiting starts again at 1 s."""
 
 
 def port_is_free(port: int) -> bool:
@@ -146,6 +145,8 @@ def pick_port(
     requested: int | None, usual: int | None, option: str, taken: set[int] | None = None
 ) -> int:
     """The port to use for ``option`` (see ``StackConfig``), not one of ``taken``."""
+    from workers.stack import free_port
+
     taken = taken if taken is not None else set()
     if requested == 0 or (requested is None and (usual is None or usual in taken)):
         port = free_port()
@@ -206,7 +207,11 @@ class LocalStack:
         """One of the gateway's bearer tokens (FENCE_API_TOKENS, else a new one)."""
         self.notes: list[str] = []
         self.env: dict[str, str] = {}
+        self._ready: dict[str, str] = {}
+        """What each child prints once it serves, by name (a restarted one is awaited too)."""
+        self._echo = config.echo
         self._stopping = threading.Event()
+        self._replacing = threading.Lock()
         self._lock_file: Any = None
         self._ports: set[int] = set()
 
@@ -244,6 +249,19 @@ class LocalStack:
             ) from None
 
     def _start(self) -> None:
+        from workers.stack import (
+            BEAT_READY,
+            FLOWER_READY,
+            GATEWAY_READY,
+            WORKER_READY,
+            gateway_missing,
+            launch_beat,
+            launch_flower,
+            launch_gateway,
+            launch_worker,
+            start_redis,
+        )
+
         config = self.config
         taken = self._ports
         redis_port = pick_port(config.redis_port, None, "--redis-port", taken)
@@ -307,6 +325,7 @@ class LocalStack:
             service(gateway, GATEWAY_READY)
             self.gateway_url = f"http://127.0.0.1:{gateway_port}"
         self._remember()
+        self._ready = {process.name: ready for process, ready in waits}
         for process, ready in waits:
             try:
                 process.wait_for(ready, timeout=90)
@@ -398,27 +417,74 @@ class LocalStack:
 
     # -- run ------------------------------------------------------------------
 
-    def watch(self, on_exit: Callable[[ManagedProcess], None]) -> None:
-        """Call ``on_exit(process)`` (from a thread) if a child exits before ``stop``."""
-
-        def wait(process: ManagedProcess) -> None:
-            process.process.wait()
-            if not self._stopping.is_set():
-                on_exit(process)
-
+    def watch(
+        self,
+        on_exit: Callable[[ManagedProcess], None],
+        log: Callable[[str], None] = lambda _: None,
+    ) -> None:
+        """Supervise the children from threads until ``stop``: restart a worker, beat,
+        Flower or the gateway that exits, with backoff, saying so through ``log``.
+        Redis cannot be replaced under its clients: if it exits, ``on_exit(process)``."""
         for process in self.processes:
-            threading.Thread(target=wait, args=(process,), daemon=True).start()
+            if process is self.redis:
+                target = functools.partial(self._report_exit, process, on_exit)
+            else:
+                target = functools.partial(self._supervise, process, log)
+            threading.Thread(target=target, name=f"watch-{process.name}", daemon=True).start()
+
+    def _report_exit(
+        self, process: ManagedProcess, on_exit: Callable[[ManagedProcess], None]
+    ) -> None:
+        process.process.wait()
+        if not self._stopping.is_set():
+            on_exit(process)
+
+    def _supervise(self, process: ManagedProcess, log: Callable[[str], None]) -> None:
+        restarts = 0
+        while True:
+            started = time.monotonic()
+            code = process.process.wait()
+            if self._stopping.is_set():
+                return
+            restarts = 1 if time.monotonic() - started >= RESTART_STABLE_S else restarts + 1
+            delay = min(RESTART_MAX_DELAY_S, RESTART_FIRST_DELAY_S * 2 ** (restarts - 1))
+            log(
+                f"{process.name} exited unexpectedly (code {code}); restarting it in "
+                f"{delay:g} s (restart {restarts} in a row)"
+            )
+            if self._stopping.wait(delay) or (process := self._replace(process)) is None:
+                return
+            try:
+                process.wait_for(self._ready[process.name], timeout=90)
+            except (RuntimeError, TimeoutError):
+                continue  # exited while starting (the loop restarts it) or is slow (watched)
+            log(f"{process.name} restarted (pid {process.process.pid})")
+
+    def _replace(self, process: ManagedProcess) -> ManagedProcess | None:
+        """Start a new run of the exited ``process`` in its place, unless ``stop`` began."""
+        with self._replacing:
+            if self._stopping.is_set():
+                return None
+            process.stop()  # kill what the dead leader left in its group (pool children)
+            new = process.relaunch(echo=self._echo)
+            group = self.workers if process in self.workers else self.services
+            group[group.index(process)] = new
+            self._remember()
+            return new
 
     def set_echo(self, enabled: bool) -> None:
         """Pause or resume streaming the children's logs (their log files keep all)."""
+        self._echo = enabled and self.config.echo
         for process in (*self.workers, *self.services):
-            process.set_echo(enabled and self.config.echo)
+            process.set_echo(self._echo)
 
     # -- stop -----------------------------------------------------------------
 
     def stop(self, log: Callable[[str], None] = lambda _: None) -> None:
         """Take everything down in order; leave no process behind. Safe to call twice."""
         self._stopping.set()
+        with self._replacing:  # a restart under way finishes first, so it is stopped too
+            pass
         if self.workers:
             log(
                 f"warm shutdown of {len(self.workers)} worker(s): running turns finish "

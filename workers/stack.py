@@ -47,6 +47,7 @@ class ManagedProcess:
     ) -> None:
         self.name = name
         self.argv = list(argv)
+        self._launch = {"env": env, "cwd": cwd, "log_path": log_path}
         self._lines: list[str] = []
         self._changed = threading.Condition()
         self._log = open(log_path, "a", encoding="utf-8") if log_path else None  # noqa: SIM115
@@ -108,6 +109,11 @@ class ManagedProcess:
                     )
                 self._changed.wait(remaining)
 
+    def relaunch(self, *, echo: bool) -> ManagedProcess:
+        """A new run of the same program (argv, environment, directory, log file), for a
+        supervisor replacing one that exited; ``stop`` this one first."""
+        return ManagedProcess(self.name, self.argv, echo=echo, **self._launch)
+
     def set_echo(self, enabled: bool) -> None:
         """Pause or resume copying output to stdout (log files keep everything)."""
         self._echo = enabled
@@ -120,6 +126,14 @@ class ManagedProcess:
         """SIGKILL the whole process group: no shutdown handlers run."""
         self._signal_group(signal.SIGKILL)
         self.process.wait()
+
+    def freeze(self) -> None:
+        """SIGSTOP the whole process group: a stall (GC pause, partition) it cannot see."""
+        self._signal_group(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """SIGCONT the process group after ``freeze``."""
+        self._signal_group(signal.SIGCONT)
 
     def stop(self, timeout: float = 20.0) -> int:
         """SIGTERM (warm shutdown for Celery), then SIGKILL if it does not exit."""
@@ -172,9 +186,17 @@ def redis_server_binary() -> str:
 
 
 def start_redis(
-    directory: str | os.PathLike[str], port: int | None = None, *, append_only: bool = False
+    directory: str | os.PathLike[str],
+    port: int | None = None,
+    *,
+    append_only: bool = False,
+    appendfsync: str = "always",
 ) -> tuple[ManagedProcess, str]:
-    """Start a private redis-server on loopback; return it and its URL."""
+    """Start a private redis-server on loopback; return it and its URL.
+
+    With ``append_only``, ``appendfsync always`` by default: Redis fsyncs each
+    write before it replies, so an accepted run survives even a host crash.
+    """
     port = port or free_port()
     Path(directory).mkdir(parents=True, exist_ok=True)
     argv = [
@@ -184,6 +206,7 @@ def start_redis(
         "--dir", str(directory),
         "--save", "",
         "--appendonly", "yes" if append_only else "no",
+        "--appendfsync", appendfsync,
     ]  # fmt: skip
     process = ManagedProcess("redis", argv, log_path=Path(directory) / "redis.log")
     process.wait_for(r"Ready to accept connections", timeout=20)

