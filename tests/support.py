@@ -1,18 +1,31 @@
 """Test helpers shared by the runtime and gateway suites: a ``Runtime`` of real
-processes (redis-server, ``celery worker``/``beat``) with SQLite memory in a temp dir."""
+processes (redis-server, ``celery worker``/``beat``) with SQLite memory in a temp dir,
+and servers that outage tests kill and restart (``RestartableRedis``, ``MemoryEndpoint``)."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import signal
+import sys
+import urllib.request
 import uuid
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
+import boto3
 import redis
+from prometheus_client.parser import text_string_to_metric_families
 
+from fence.memory.base import BaseMemory
+from fence.memory.dynamodb import DynamoDBMemory
 from fence.memory.sqlite import SQLiteMemory
 from fence.settings import Settings
 from producer import Producer
-from workers.stack import ManagedProcess, start_beat, start_worker
+from tests.memory import aws_server
+from tests.memory.moto_process import READY as MOTO_READY
+from workers.stack import ManagedProcess, free_port, start_beat, start_redis, start_worker
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -31,7 +44,9 @@ class Runtime:
 
     _names = itertools.count(1)
 
-    def __init__(self, redis_url: str, directory: Path) -> None:
+    def __init__(self, redis_url: str, directory: Path, *, control_url: str | None = None) -> None:
+        """``control_url``: a Redis of its own for the test agents' control keys, so a
+        test can kill the runtime's Redis and still steer and count model calls."""
         self.redis_url = redis_url
         self.directory = directory
         self.db_path = directory / "memory.db"
@@ -43,13 +58,25 @@ class Runtime:
             "PYTHONPATH": str(REPO),
             **FAST_RECOVERY,
         }
+        if control_url:
+            self.env["TEST_CONTROL_REDIS_URL"] = control_url
         fence_vars = {k: v for k, v in self.env.items() if k.startswith("FENCE_")}
         self.settings = Settings(
             **{k.removeprefix("FENCE_").lower(): v for k, v in fence_vars.items()}
         )
-        self.control = redis.Redis.from_url(redis_url, decode_responses=True)
+        self.control = redis.Redis.from_url(control_url or redis_url, decode_responses=True)
         self.processes: list[ManagedProcess] = []
         self._producer: Producer | None = None
+        self.open_memory: Callable[[str], BaseMemory] = lambda session_id: SQLiteMemory(
+            self.db_path, session_id
+        )
+
+    def use_memory(
+        self, url: str, open_memory: Callable[[str], BaseMemory], env: Mapping[str, str]
+    ) -> None:
+        """Point the processes started from now on (and ``memory()``) at another backend."""
+        self.env.update({"FENCE_MEMORY": url, **env})
+        self.open_memory = open_memory
 
     def start_worker(self, concurrency: int = 1) -> ManagedProcess:
         name = f"w{next(self._names)}"
@@ -79,8 +106,8 @@ class Runtime:
             self._producer = Producer(settings=self.settings)
         return self._producer
 
-    def memory(self, session_id: str) -> SQLiteMemory:
-        return SQLiteMemory(self.db_path, session_id)
+    def memory(self, session_id: str) -> BaseMemory:
+        return self.open_memory(session_id)
 
     def contents(self, session_id: str) -> list[str]:
         return [m.content for m in self.memory(session_id).get_messages()]
@@ -88,6 +115,10 @@ class Runtime:
     def wait_entered(self, key: str, timeout: float = 30) -> None:
         """Block until the model has been called for ``key`` (once more)."""
         assert self.control.blpop([f"test:entered:{key}"], timeout=timeout), key
+
+    def wait_committing(self, key: str, timeout: float = 30) -> None:
+        """Block until the turn for ``key`` saved its answer and is about to commit."""
+        assert self.control.blpop([f"test:committing:{key}"], timeout=timeout), key
 
     def wait_committed(self, key: str, timeout: float = 30) -> None:
         assert self.control.blpop([f"test:committed:{key}"], timeout=timeout), key
@@ -113,3 +144,104 @@ class Runtime:
 
 def new_key() -> str:
     return uuid.uuid4().hex[:10]
+
+
+class RestartableRedis:
+    """The runtime's redis-server with AOF on, which a test may SIGKILL and then
+    restart on the same port and data directory: what it acknowledged survives."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.process, self.url = start_redis(directory, append_only=True)
+        self.port = int(self.url.rsplit(":", 1)[1].split("/")[0])
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.stop()  # reaps it and closes its log
+
+    def restart(self) -> None:
+        self.process, _ = start_redis(self.directory, self.port, append_only=True)
+
+    def stop(self) -> None:
+        self.process.stop()
+
+
+class MemoryEndpoint:
+    """A local DynamoDB endpoint (moto, ``tests.memory.moto_process``) as a process of
+    its own on a fixed port, so a test can SIGKILL, SIGSTOP and restart it. Its tables
+    live in its memory: a restarted endpoint has none."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = self._launch()
+        self._client: Any = None
+
+    def _launch(self) -> ManagedProcess:
+        argv = [sys.executable, "-m", "tests.memory.moto_process", str(self.port)]
+        process = ManagedProcess(
+            "moto", argv, env=aws_server.DUMMY_ENV, cwd=REPO, log_path=self.directory / "moto.log"
+        )
+        process.wait_for(MOTO_READY, timeout=30)
+        return process
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.stop()
+
+    def restart(self) -> None:
+        """Start again on the same port, with no tables."""
+        self.process = self._launch()
+
+    def pause(self) -> None:
+        """SIGSTOP: connections are still accepted (by the kernel), never answered."""
+        self.process.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            self.process.process.send_signal(signal.SIGCONT)
+
+    def stop(self) -> None:
+        self.resume()  # a stopped process would not hear SIGTERM
+        self.process.stop()
+
+    @property
+    def client(self) -> Any:
+        """A boto3 DynamoDB client for the endpoint, with fake credentials."""
+        if self._client is None:
+            session = boto3.session.Session(
+                aws_access_key_id="testing",
+                aws_secret_access_key="testing",
+                region_name="us-east-1",
+            )
+            self._client = session.client("dynamodb", endpoint_url=self.url)
+        return self._client
+
+    def create_table(self, table: str) -> None:
+        aws_server.create_seed_table(self.client, table)
+
+    def memory_url(self, table: str) -> str:
+        """``FENCE_MEMORY`` for ``table`` on this endpoint."""
+        return f"dynamodb://{table}?region=us-east-1&endpoint_url={self.url}"
+
+    def opener(self, table: str) -> Callable[[str], BaseMemory]:
+        """Open a session's memory in ``table`` from the test process."""
+        return lambda session_id: DynamoDBMemory(
+            table, primary_key_value=session_id, client=self.client
+        )
+
+
+def scrape_metrics(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        return response.read().decode()
+
+
+def metric_total(text: str, name: str, **labels: str) -> float:
+    """The sum of the samples ``name`` whose labels include ``labels`` (0 if none)."""
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and labels.items() <= sample.labels.items()
+    )

@@ -10,7 +10,7 @@ policy, written once here:
 * **Redis** steps are retried in place, with backoff, for up to the lease's
   lifetime (``FENCE_LEASE_MS``): a Redis blip must not cost a second model
   call, and past that the lease is gone anyway and the turn belongs to the
-  sweeper (``LeaseLost``).
+  sweeper (``LeaseLost``; before the lease is taken, the error itself).
 
 Every failed call counts in ``fence_backend_errors_total{backend, operation}``.
 """
@@ -53,13 +53,25 @@ class BackendDown(Exception):
 
 
 class BackendCalls:
-    """Runs one turn's memory and Redis calls under the policy."""
+    """Runs one turn's memory and Redis calls under the policy; ``lost`` is the
+    event of the lease held, if one is."""
 
-    def __init__(self, lease: Lease, lost: threading.Event, settings: Settings) -> None:
-        self._lease = lease
-        self._lost = lost
+    def __init__(
+        self,
+        session_id: str,
+        run_id: str,
+        settings: Settings,
+        lost: threading.Event | None = None,
+    ) -> None:
+        self._ids = (session_id, run_id)
+        self._lost = lost or threading.Event()
+        self._holding = lost is not None
         self._settings = settings
-        self._context = {"session_id": lease.session_id, "run_id": lease.run_id}
+        self._context = {"session_id": session_id, "run_id": run_id}
+
+    def holding(self, lease: Lease, lost: threading.Event) -> BackendCalls:
+        """The same policy for the turn run under ``lease``."""
+        return BackendCalls(lease.session_id, lease.run_id, self._settings, lost)
 
     def memory(self, operation: str, call: Callable[[], T]) -> T:
         """``call()``, retried on backend errors; ``BackendDown`` when they persist."""
@@ -86,6 +98,8 @@ class BackendCalls:
             except REDIS_ERRORS as error:
                 self.failed("redis", operation, error)
                 if time.monotonic() + delay > deadline:
+                    if not self._holding:
+                        raise
                     raise self._lease_lost() from error
             time.sleep(delay)  # the renewer cannot tell a lost lease while Redis is down
             delay = min(delay * 2, REDIS_BACKOFF_CAP_S)
@@ -103,4 +117,4 @@ class BackendCalls:
         )
 
     def _lease_lost(self) -> LeaseLost:
-        return LeaseLost(self._lease.session_id, self._lease.run_id)
+        return LeaseLost(*self._ids)

@@ -60,8 +60,8 @@ class LeaseRenewer:
                 continue
             try:
                 renewed = self._store.renew([lease for lease, _ in held])
-            except Exception:  # Redis unreachable: leases may be expiring; keep trying
-                log.exception("lease renewal failed")
+            except Exception as error:  # Redis unreachable: leases may be expiring; keep trying
+                log.warning("lease renewal failed: %s: %s", type(error).__name__, error)
                 continue
             for (lease, lost), ok in zip(held, renewed, strict=True):
                 if not ok:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from functools import lru_cache
 
 from celery.signals import (
@@ -46,6 +47,12 @@ def executor() -> TurnExecutor:
             "FENCE_MEMORY: fleeting:// keeps history inside one process, so workers cannot "
             "share it; use sqlite:///fence.db, dynamodb://<table> or agentcore://<memory-id>"
         )
+    try:  # a session's memory, opened once now (on a factory of its own, so no client
+        # made here is inherited by the pool), so that a table name or path no worker
+        # could use stops the worker at start-up, not every turn
+        memory_factory(settings.memory)("fence-config-check")
+    except ValueError as error:
+        raise ValueError(f"FENCE_MEMORY: {error}") from None
     return TurnExecutor(
         store=store(),
         agents=load_registry(settings.agents),
@@ -81,7 +88,11 @@ def start_worker(**_: object) -> None:
     if settings.metrics_port is not None:
         serve_metrics(settings.metrics_host, settings.metrics_port)
     install_model_observer()
-    executor()
+    try:
+        executor()
+    except ValueError as error:  # Celery would log and swallow it, then run broken
+        print(f"fence worker: {error}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
 
 
 worker_init.connect(forget_heartbeat)

@@ -69,7 +69,8 @@ class TurnExecutor:
     def execute(self, session_id: str, run_id: str, worker: str) -> str:
         """Run ``run_id`` if it is its session's turn; return what happened."""
         context = {"session_id": session_id, "run_id": run_id}
-        lease = self.store.acquire(session_id, run_id, worker)
+        calls = BackendCalls(session_id, run_id, self.settings)
+        lease = calls.redis("acquire", lambda: self.store.acquire(session_id, run_id, worker))
         if not isinstance(lease, Lease):
             log.info("turn skipped: %s", lease.reason, extra=context)
             if lease.next_run:
@@ -77,7 +78,7 @@ class TurnExecutor:
             return f"skipped ({lease.reason})"
         started = time.monotonic()
         with self.leases.hold(lease) as lost:
-            calls = BackendCalls(lease, lost, self.settings)
+            calls = calls.holding(lease, lost)
             try:
                 outcome = self._run(lease, lost, calls)
                 next_run = calls.redis(
@@ -110,7 +111,10 @@ class TurnExecutor:
             metrics().lease_takeovers.inc()
         elif record.started_at is not None:
             metrics().queue_wait_seconds.observe(max(0.0, record.started_at - record.accepted_at))
-        memory = self.open_memory(lease.session_id)
+        try:
+            memory = self.open_memory(lease.session_id)
+        except ValueError as error:  # FENCE_MEMORY names something no worker can use
+            return Outcome(RunState.FAILED, error=f"memory: {error}")
         if record.deliveries > 1:
             decided = self._take_over(lease, memory, calls)
             if decided is not None:
@@ -159,11 +163,9 @@ class TurnExecutor:
                     attempts=attempt,
                 )
             except Exception as error:  # model, tool, agent or memory read failure
-                message = (
-                    str(error)
-                    if isinstance(error, BackendDown)
-                    else (f"{type(error).__name__}: {error}")
-                )
+                message = f"{type(error).__name__}: {error}"
+                if isinstance(error, BackendDown):  # its message names the backend's error
+                    message = str(error)
                 if isinstance(error, MEMORY_ERRORS):  # the window read, inside the agent
                     calls.failed("memory", "read_window", error)
                 log.warning(

@@ -74,10 +74,10 @@ class _KeepAliveHandler(MotoRequestHandler):
 
 
 class MotoServer(ThreadedMotoServer):
-    """moto on 127.0.0.1 and a free port, one request at a time (see module notes)."""
+    """moto on 127.0.0.1 and ``port`` (0: a free one), one request at a time (see module notes)."""
 
-    def __init__(self) -> None:
-        super().__init__(ip_address="127.0.0.1", port=0, verbose=False)
+    def __init__(self, port: int = 0) -> None:
+        super().__init__(ip_address="127.0.0.1", port=port, verbose=False)
 
     def _server_entry(self) -> None:
         app = DomainDispatcherApplication(create_backend_app)

@@ -1,0 +1,74 @@
+"""Fencing reaches memory: a worker stalled (SIGSTOP) between saving its answer and
+committing, past its lease, can never land the turn once another worker took the
+run over, whatever the new holder ended it as."""
+
+from __future__ import annotations
+
+from fence.runs import RunState
+
+from .conftest import Runtime, new_key
+
+
+def stall_before_commit(runtime: Runtime, session: str, message: str):
+    """Submit ``message``; freeze its worker once it is about to commit. Returns
+    (run, frozen worker)."""
+    runtime.start_worker()
+    runtime.start_worker()
+    runtime.start_beat()
+    run = runtime.producer.submit(session, message)
+    key = message.split()[0].removeprefix("key=")
+    runtime.wait_committing(key)
+    stalled = runtime.worker_of(run.id)
+    stalled.freeze()
+    return run, stalled
+
+
+def resume_and_expect_refusal(runtime: Runtime, stalled, key: str) -> None:
+    stalled.thaw()
+    runtime.release(key)  # the stalled commit goes ahead
+    stalled.wait_for(r"abandoned \(lease lost\)", timeout=30)
+
+
+def test_a_stalled_holder_cannot_commit_a_run_its_successor_failed(runtime: Runtime):
+    key = new_key()
+    run, stalled = stall_before_commit(
+        runtime, "fenced-failed", f"key={key} hold-before-commit fail-after=1"
+    )
+
+    record = runtime.producer.store.wait(run.id, timeout=60)  # taken over, model fails
+    assert record.state is RunState.FAILED and record.deliveries == 2
+    resume_and_expect_refusal(runtime, stalled, key)
+
+    assert not runtime.memory("fenced-failed").has_turn(run.id)
+    assert runtime.contents("fenced-failed") == []
+    assert runtime.calls(key) == 1 + 3  # the stalled call, then 3 failing tries
+
+
+def test_a_stalled_holder_cannot_commit_a_run_cancelled_meanwhile(runtime: Runtime):
+    key = new_key()
+    run, stalled = stall_before_commit(runtime, "fenced-cancelled", f"key={key} hold-before-commit")
+
+    assert run.cancel().cancel_requested
+    record = runtime.producer.store.wait(run.id, timeout=60)
+    assert record.state is RunState.CANCELLED and record.deliveries == 2
+    resume_and_expect_refusal(runtime, stalled, key)
+
+    assert runtime.contents("fenced-cancelled") == []
+    assert runtime.calls(key) == 1
+
+
+def test_a_stalled_holder_cannot_commit_after_a_later_run_committed(runtime: Runtime):
+    key = new_key()
+    run, stalled = stall_before_commit(
+        runtime, "fenced-later", f"key={key} hold-before-commit fail-after=1"
+    )
+    later = runtime.producer.submit("fenced-later", "the next question")
+
+    assert later.result(timeout=60) == "answer to: the next question"
+    assert run.status().state is RunState.FAILED
+    resume_and_expect_refusal(runtime, stalled, key)
+
+    assert runtime.contents("fenced-later") == [
+        "the next question",
+        "answer to: the next question",
+    ]
