@@ -29,12 +29,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any
+from urllib.parse import urlsplit
 
 import redis
 from celery import Celery
+from kombu.exceptions import OperationalError
 
 from bench.agents import LATENCY_ENV
-from fence.memory.sqlite import SQLiteMemory
+from fence.memory.url import memory_factory
 from fence.messages import Role
 from fence.runs import RunRecord, RunState, RunStore, RunTimeout, keys
 from fence.settings import Settings
@@ -46,6 +48,9 @@ REPO = Path(__file__).resolve().parent.parent
 AGENT = "bench"
 HOST = "bench"
 """Worker hostnames are ``<name>@bench``: unique per runtime, easy to ping."""
+
+BROKER_DOWN = (redis.ConnectionError, redis.TimeoutError, OperationalError)
+"""What remote control raises while Redis is down or just after it restarted."""
 
 BATCH = 500
 """Records read per Redis pipeline round trip."""
@@ -82,6 +87,8 @@ class BenchRuntime:
     ``latency`` is the simulated model latency of the ``bench`` agent
     (``bench/agents.py``); ``env`` adds or overrides ``FENCE_*`` settings for
     every process started (workers, beat) and for the producer here.
+    ``append_only`` runs Redis with AOF, fsynced before each reply
+    (``appendfsync always``), so ``kill_redis`` + ``restart_redis`` loses nothing.
     """
 
     def __init__(
@@ -91,8 +98,10 @@ class BenchRuntime:
         env: Mapping[str, str] | None = None,
         keep: bool = False,
         loglevel: str = "WARNING",
+        append_only: bool = False,
     ) -> None:
         self.latency = latency
+        self.append_only = append_only
         self.keep = keep
         self.loglevel = loglevel
         self._extra_env = dict(env or {})
@@ -119,8 +128,10 @@ class BenchRuntime:
 
     def _start(self) -> None:
         self.directory = Path(tempfile.mkdtemp(prefix="fence-bench-"))
-        redis_process, self.redis_url = start_redis(self.directory / "redis")
-        self._stack.callback(redis_process.stop)
+        self.redis_process, self.redis_url = start_redis(
+            self.directory / "redis", append_only=self.append_only
+        )
+        self._stack.callback(lambda: self.redis_process.stop())
         self.db_path = self.directory / "memory.db"
         self.env = {
             "FENCE_REDIS_URL": self.redis_url,
@@ -138,6 +149,8 @@ class BenchRuntime:
         """Used here only for remote control (ping) and by the producer to publish."""
         self.producer = Producer(settings=self.settings, agents=[AGENT])
         self.store = RunStore(self.redis, self.settings)
+        self.memory = memory_factory(self.settings.memory)
+        """``session_id -> memory``, the backend the workers write to."""
 
     def close(self) -> None:
         """Stop every process this runtime started (newest first), then its Redis."""
@@ -244,6 +257,18 @@ class BenchRuntime:
         """Stop ``process`` (started elsewhere, e.g. the HTTP gateway) with the runtime."""
         self.processes.append(process)
         return process
+
+    def kill_redis(self) -> None:
+        """SIGKILL redis-server, as a crash would: it writes nothing more."""
+        self.redis_process.kill()
+        self.redis_process.stop(timeout=5)
+
+    def restart_redis(self) -> None:
+        """Start redis-server again on the same port and data directory (its AOF)."""
+        port = urlsplit(self.redis_url).port
+        self.redis_process, _ = start_redis(
+            self.directory / "redis", port, append_only=self.append_only
+        )
 
     def start_beat(self) -> ManagedProcess:
         beat = start_beat(
@@ -442,8 +467,23 @@ class BenchRuntime:
 
     def user_messages(self, session_id: str) -> list[tuple[str, str | None]]:
         """(content, turn id) of the session's user messages, in memory order."""
-        memory = SQLiteMemory(self.db_path, session_id)
-        return [(m.content, m.turn_id) for m in memory.get_messages() if m.role is Role.USER]
+        messages = self.memory(session_id).get_messages()
+        return [(m.content, m.turn_id) for m in messages if m.role is Role.USER]
+
+    def wait_idle(self, workers: Sequence[ManagedProcess], timeout: float) -> bool:
+        """Wait until no worker of ``workers`` runs a task (Celery remote control);
+        False on timeout. After a fault, a worker that was stopped mid-turn may
+        still be finishing it: memory is checked once all are idle."""
+        hosts = {f"{w.name}@{HOST}" for w in workers}
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                active = self.app.control.inspect(destination=list(hosts), timeout=1).active()
+            except BROKER_DOWN:  # a connection from before a Redis restart: the next is new
+                continue
+            if active is not None and set(active) == hosts and not any(active.values()):
+                return True
+        return False
 
     # Redis statistics
 
