@@ -27,10 +27,11 @@ WINDOW_TOKENS = 2_000
 history, so a session's 500th turn costs what its first did."""
 
 
-def bench(memory: BaseMemory) -> Agent:
+def bench(memory: BaseMemory, model: EchoModel | None = None) -> Agent:
+    """The benchmarks' agent; ``model`` replaces its ``EchoModel`` (same latency)."""
     return Agent(
         identifier="bench",
-        model=EchoModel(latency=latency_s()),
+        model=model or EchoModel(latency=latency_s()),
         memory=memory,
         max_memory_size=WINDOW_TOKENS,
     )

@@ -22,7 +22,8 @@ from typing import Any
 
 import redis
 
-from bench.agents import WINDOW_TOKENS, latency_s
+from bench.agents import bench as plain_bench
+from bench.agents import latency_s
 from fence.agents import Agent
 from fence.errors import ModelError
 from fence.memory.base import BaseMemory
@@ -79,12 +80,7 @@ class HoldingMemory(SQLiteMemory):
 def bench(memory: BaseMemory) -> Agent:
     if isinstance(memory, SQLiteMemory):  # the stop mode's memory; others are not held
         memory = HoldingMemory(memory.db_path, memory.session_id)
-    return Agent(
-        identifier="bench",
-        model=FailableEchoModel(latency=latency_s()),
-        memory=memory,
-        max_memory_size=WINDOW_TOKENS,
-    )
+    return plain_bench(memory, FailableEchoModel(latency=latency_s()))
 
 
 registry = {"bench": bench}
