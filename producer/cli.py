@@ -30,6 +30,7 @@ from urllib.parse import urlsplit, urlunsplit
 import redis
 from pydantic import ValidationError
 
+from fence import console
 from fence.errors import FenceError
 from fence.memory.url import memory_factory
 from fence.messages import validate_session_id
@@ -457,7 +458,7 @@ def cmd_stack(args: argparse.Namespace, settings: Settings) -> int:
     from producer.local_stack import LocalStack, StackConfig
 
     def say(text: str) -> None:
-        print(f"[stack] {text}", flush=True)
+        console.say(f"[stack] {text}")  # a closed pipe must not stop the shutdown
 
     config = StackConfig(
         directory=Path(args.dir),
@@ -570,7 +571,7 @@ def print_stack(stack: Any) -> None:
         "  Ctrl-C stops everything (workers finish their running turns first).",
         "",
     ]
-    print("\n".join(lines), flush=True)
+    console.say("\n".join(lines))
 
 
 def run_stack_demo(
@@ -753,6 +754,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail(str(error))
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # the reader left (``| head``): what it read is all it wanted
+        console.silence()
+        return EXIT_OK
 
 
 def fail(message: str) -> int:

@@ -20,6 +20,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from fence import console
+
 
 def free_port() -> int:
     """A TCP port on loopback that nothing listens on right now."""
@@ -73,7 +75,7 @@ class ManagedProcess:
                 self._log.write(line)
                 self._log.flush()
             if self._echo:
-                sys.stdout.write(f"[{self.name}] {line}")
+                console.write(f"[{self.name}] {line}")
             with self._changed:
                 self._lines.append(line)
                 self._changed.notify_all()
