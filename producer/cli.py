@@ -415,12 +415,13 @@ def run_demo_command(
     from producer.demo_traffic import format_summary, run_demo
 
     producer, open_memory = demo_settings(settings)
+    agent = producer.check_agent(agent)  # one error up front, not one per turn
     producer.store.redis.ping()
     require_a_worker(settings)
     if not as_json:
         print(
             f"demo: {sessions} sessions x {turns} turns from {concurrency} client threads, "
-            f"agent {agent or settings.default_agent!r}, Redis {redact(settings.redis_url)}"
+            f"agent {agent!r}, Redis {redact(settings.redis_url)}"
         )
     report = run_demo(
         producer,

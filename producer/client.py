@@ -98,6 +98,16 @@ class Producer:
             self._agents = frozenset(load_registry(self.settings.agents))
         return self._agents
 
+    def check_agent(self, agent: str | None) -> str:
+        """The agent a run would get (``None``: the default); ``ValueError`` naming
+        ``agent`` unless workers can run it."""
+        name = self.settings.default_agent if agent is None else agent
+        if name not in self.agents:
+            raise ValueError(
+                f"agent: unknown agent {name!r}; known: {', '.join(sorted(self.agents))}"
+            )
+        return name
+
     def submit(
         self,
         session_id: str,
@@ -121,10 +131,7 @@ class Producer:
             strategy=strategy,
             metadata=metadata or {},
         )
-        if request.agent not in self.agents:
-            raise ValueError(
-                f"agent: unknown agent {request.agent!r}; known: {', '.join(sorted(self.agents))}"
-            )
+        self.check_agent(request.agent)
         submission = self.store.submit(request)
         if submission.dispatch:
             try:

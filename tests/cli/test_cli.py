@@ -195,14 +195,19 @@ def test_demo_drives_sessions_concurrently_and_verifies_every_history(fence):
     assert "p50 latency" in result.out and "turns/s" in result.out
 
 
-def test_demo_json_and_exit_1_when_runs_fail(fence):
-    """Runs that cannot even be submitted: the demo reports them and exits 1."""
+def test_demo_json(fence):
     passed = fence("demo", "--sessions", "2", "--turns", "2", "--json")
     assert passed.code == 0 and json.loads(passed.out)["passed"] is True
 
-    failed = fence("demo", "--sessions", "1", "--turns", "1", "--agent", "nobody", "--json")
-    assert failed.code == 1
-    assert "agent: unknown agent 'nobody'" in json.loads(failed.out)["problems"][0]
+
+def test_demo_with_an_unknown_agent_fails_up_front_with_one_error(fence, runtime: Runtime):
+    before = runtime.control.dbsize()
+
+    failed = fence("demo", "--sessions", "20", "--turns", "1", "--agent", "nobody")
+
+    assert failed.code == 1 and failed.out == ""
+    assert failed.err == "fence: error: agent: unknown agent 'nobody'; known: controlled\n"
+    assert runtime.control.dbsize() == before  # nothing was submitted
 
 
 def test_console_script_runs_as_installed(runtime: Runtime):
