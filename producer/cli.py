@@ -181,11 +181,34 @@ def make_producer(settings: Settings) -> Any:
     return Producer(settings=settings)
 
 
+def submitted_message(args: argparse.Namespace) -> str:
+    """The message from the argument, standard input (``-``) or ``--file``: a long
+    message does not fit in a command line."""
+    if args.file is not None and args.message is not None:
+        raise CliError("message: give it as an argument, as -, or with --file, not two of them")
+    if args.file is not None:
+        try:
+            return args.file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            raise CliError(
+                f"--file: cannot read {str(args.file)!r} as UTF-8 text ({error})"
+            ) from None
+    if args.message == "-":
+        try:
+            return sys.stdin.read()
+        except UnicodeDecodeError:
+            raise CliError("message: standard input is not UTF-8 text") from None
+    if args.message is None:
+        raise CliError("message: required (as an argument, - for standard input, or --file PATH)")
+    return args.message
+
+
 def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
+    message = submitted_message(args)
     producer = make_producer(settings)
     run = producer.submit(
         args.session,
-        args.message,
+        message,
         agent=args.agent,
         idempotency_key=args.idempotency_key,
         strategy=args.strategy,
@@ -638,7 +661,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     submit = commands.add_parser("submit", parents=[common], help="enqueue one turn")
     submit.add_argument("session", help="session id")
-    submit.add_argument("message", help="the user message")
+    submit.add_argument(
+        "message",
+        nargs="?",
+        help="the user message; - reads it from standard input (or use --file)",
+    )
+    submit.add_argument(
+        "--file", type=Path, metavar="PATH", help="read the user message from this file"
+    )
     submit.add_argument("--agent", help="agent name (default FENCE_DEFAULT_AGENT)")
     submit.add_argument(
         "--wait", type=positive_float, metavar="SECONDS", help="wait for the answer"

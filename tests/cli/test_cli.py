@@ -245,3 +245,38 @@ def test_demo_without_a_worker_fails_fast_saying_what_to_start(fence, runtime: R
     assert result.code == 1
     assert result.err.startswith(f"fence: error: no worker answered within 5 s on {no_workers}")
     assert redis.Redis.from_url(no_workers).keys("fence:*") == []  # nothing was submitted
+
+
+def test_a_long_message_is_submitted_from_standard_input_or_a_file(fence, runtime, tmp_path):
+    long = "a long message " * 14_000  # 210 KB: more than a command line takes
+    sid = session_id()
+    path = tmp_path / "message.txt"
+    path.write_text(long + "from a file", encoding="utf-8")
+
+    from_stdin = subprocess.run(
+        [*fence_script(), "submit", sid, "-", "--wait", "30", "--json"],
+        input=long + "from stdin",
+        env={**os.environ, **runtime.env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    from_file = fence("submit", sid, "--file", str(path), "--wait", "30")
+
+    assert from_stdin.returncode == 0, from_stdin.stderr
+    assert from_file.code == 0, from_file.err
+    assert runtime.contents(sid)[0::2] == [long + "from stdin", long + "from a file"]
+
+
+def test_a_message_given_twice_or_not_at_all_is_refused_naming_it(fence, tmp_path):
+    path = tmp_path / "m.txt"
+    path.write_text("hi", encoding="utf-8")
+
+    twice = fence("submit", session_id(), "hello", "--file", str(path))
+    missing = fence("submit", session_id())
+    unreadable = fence("submit", session_id(), "--file", str(tmp_path / "nope.txt"))
+
+    assert twice.code == missing.code == unreadable.code == 1
+    assert twice.err.startswith("fence: error: message: give it as an argument, as -, or")
+    assert missing.err.startswith("fence: error: message: required")
+    assert unreadable.err.startswith("fence: error: --file: cannot read")
