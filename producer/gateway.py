@@ -36,7 +36,7 @@ from typing import Annotated, Any
 import anyio
 import anyio.to_thread
 import redis
-from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBearer
@@ -49,7 +49,7 @@ from starlette.routing import Match
 from fence.memory.url import memory_factory
 from fence.messages import validate_session_id
 from fence.plain_json import nesting_rule, text_nesting
-from fence.runs import RunNotFound, RunRecord, RunState, RunTimeout, keys
+from fence.runs import IdempotencyConflict, RunNotFound, RunRecord, RunState, RunTimeout, keys
 from fence.runs.schema import MAX_METADATA_DEPTH
 from fence.settings import InvalidSettingsError, Settings, get_settings
 from producer.client import Producer
@@ -352,8 +352,9 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
         400: "Malformed request framing (bad Content-Length).",
         401: "Missing or wrong bearer token.",
         404: "No such run (never accepted, or its record expired).",
-        409: "Refused: the session is busy and the strategy is reject. The run is recorded "
-        "as rejected; error.run_id names it.",
+        409: "Refused: the session is busy and the strategy is reject (error.code rejected; "
+        "the run is recorded as rejected), or the idempotency key was first used with a "
+        "different request (error.code idempotency_conflict). error.run_id names the run.",
         413: "The request body is larger than FENCE_API_MAX_BODY_BYTES.",
         422: "Invalid input; error.field names the field and error.message the rule "
         "(body: not JSON, not UTF-8, or nested too deep).",
@@ -444,17 +445,47 @@ def create_app(
         responses=_errors(409),
         summary="Submit a run to a session",
     )
-    def submit_run(session_id: SessionId, body: SubmitBody, response: Response) -> SubmitResponse:
+    def submit_run(
+        session_id: SessionId,
+        body: SubmitBody,
+        response: Response,
+        idempotency_header: Annotated[
+            str | None,
+            Header(
+                alias="Idempotency-Key",
+                description="The same as the body's idempotency_key (give one, or both equal).",
+            ),
+        ] = None,
+    ) -> SubmitResponse:
         """Accepted means durable: the run is in Redis before this answers."""
+        key = body.idempotency_key
+        if idempotency_header is not None and key is not None and idempotency_header != key:
+            raise _invalid(
+                [
+                    FieldProblem(
+                        field="idempotency_key",
+                        message="idempotency_key: the Idempotency-Key header and the body's "
+                        "idempotency_key differ",
+                    )
+                ]
+            )
         try:
             run = producer.submit(
                 session_id,
                 body.message,
                 agent=body.agent,
-                idempotency_key=body.idempotency_key,
+                idempotency_key=key if key is not None else idempotency_header,
                 strategy=body.strategy,
                 metadata=body.metadata,
             )
+        except IdempotencyConflict as conflict:
+            raise GatewayError(
+                409,
+                "idempotency_conflict",
+                str(conflict),
+                field="idempotency_key",
+                run_id=conflict.run_id,
+            ) from None
         except ValueError as error:
             invalid = _invalid_from_value_error(error)
             if invalid is None:

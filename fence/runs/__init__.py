@@ -4,6 +4,7 @@ Lua scripts and the store over them. No Celery here."""
 from fence.runs.registry import AgentFactory, Registry, load_registry
 from fence.runs.schema import RunRecord, RunRequest, RunState, Strategy
 from fence.runs.store import (
+    IdempotencyConflict,
     Lease,
     LeaseLost,
     RunNotFound,
@@ -16,6 +17,7 @@ from fence.runs.store import (
 
 __all__ = [
     "AgentFactory",
+    "IdempotencyConflict",
     "Lease",
     "LeaseLost",
     "Registry",

@@ -41,6 +41,22 @@ class RunNotFound(LookupError):
         self.run_id = run_id
 
 
+class IdempotencyConflict(ValueError):
+    """An idempotency key came back with a different request than it was first used for.
+
+    As payment APIs do, the key names one request: a retry must send the same one.
+    Nothing was written for the second request.
+    """
+
+    def __init__(self, run_id: str, differs: list[str]) -> None:
+        super().__init__(
+            f"idempotency_key: already used for run {run_id} with a different "
+            f"{', '.join(differs)}; send the same request again, or use a new key"
+        )
+        self.run_id = run_id
+        self.differs = differs
+
+
 class RunTimeout(TimeoutError):
     """A wait for a run's result ended before the run finished."""
 
@@ -165,7 +181,11 @@ class RunStore:
     # -- producers ----------------------------------------------------------
 
     def submit(self, request: RunRequest) -> Submission:
-        """Record the run durably and decide whether it runs now, waits, or is rejected."""
+        """Record the run durably and decide whether it runs now, waits, or is rejected.
+
+        A request whose idempotency key was used before returns that run, or raises
+        ``IdempotencyConflict`` if it differs from the request first sent with it.
+        """
         run_id = uuid.uuid4().hex
         now = time.time()
         sid = request.session_id
@@ -202,6 +222,13 @@ class RunStore:
         if outcome == "duplicate":
             self.redis.delete(keys.run_index(run_id))
             record = self.get(found_id, sid)
+            differs = [
+                name
+                for name in ("message", "agent", "strategy", "metadata")
+                if getattr(record, name) != getattr(request, name)
+            ]
+            if differs and not record.corrupt:
+                raise IdempotencyConflict(found_id, differs)
             return Submission(found_id, record.state, -1, dispatch=False, duplicate=True)
         if outcome == "rejected":
             self.redis.expire(keys.run_index(run_id), self.settings.run_ttl_s)

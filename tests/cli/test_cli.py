@@ -119,6 +119,19 @@ def test_idempotency_key_returns_the_existing_run(fence):
     assert json.loads(second.out)["id"] == first["id"]
 
 
+def test_an_idempotency_key_reused_for_another_message_is_refused(fence):
+    sid = session_id()
+    first = json.loads(fence("submit", sid, "once", "--idempotency-key", "k-2", "--json").out)
+
+    other = fence("submit", sid, "twice", "--idempotency-key", "k-2")
+
+    assert other.code == 1
+    assert other.err == (
+        f"fence: error: idempotency_key: already used for run {first['id']} with a different "
+        "message; send the same request again, or use a new key\n"
+    )
+
+
 def test_bad_input_exits_1_with_one_line_naming_the_field_and_writes_nothing(
     fence, runtime: Runtime
 ):

@@ -93,6 +93,42 @@ def test_the_same_idempotency_key_returns_the_same_run(client: httpx.Client):
     assert again.json()["position"] is None and again.json()["state"] == "succeeded"
 
 
+def test_an_idempotency_key_reused_for_another_request_is_a_conflict(stack, client):
+    session = f"idem-conflict-{new_key()}"
+    first = submit(client, session, "charge 10 EUR", idempotency_key="order-2").json()["run_id"]
+    finished(client, first)
+    keys_before = set(stack.runtime.control.scan_iter("fence:*"))
+
+    conflict = submit(client, session, "charge 99 EUR", idempotency_key="order-2")
+
+    assert conflict.status_code == 409
+    error = conflict.json()["error"]
+    assert (error["code"], error["field"], error["run_id"]) == (
+        "idempotency_conflict",
+        "idempotency_key",
+        first,
+    )
+    assert "different message" in error["message"]
+    assert set(stack.runtime.control.scan_iter("fence:*")) == keys_before  # nothing written
+
+
+def test_the_idempotency_key_header_dedupes_like_the_body_field(client: httpx.Client):
+    session = f"idem-header-{new_key()}"
+    headers = {"Idempotency-Key": "order-3"}
+    url = f"/v1/sessions/{session}/runs"
+
+    first = client.post(url, json={"message": "ship it"}, headers=headers)
+    again = client.post(url, json={"message": "ship it", "idempotency_key": "order-3"})
+    mismatch = client.post(
+        url, json={"message": "ship it", "idempotency_key": "order-4"}, headers=headers
+    )
+
+    assert first.status_code == again.status_code == 202
+    assert again.json()["run_id"] == first.json()["run_id"]
+    assert mismatch.status_code == 422
+    assert mismatch.json()["error"]["field"] == "idempotency_key"
+
+
 def test_session_view_shows_the_run_in_flight_and_the_queue_and_cancel_works(
     stack: Stack, client: httpx.Client
 ):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from fence.runs import RunNotFound, RunState, RunTimeout
+from fence.runs import IdempotencyConflict, RunNotFound, RunState, RunTimeout
 from producer import RunCancelled, RunFailed, RunRejected
 from workers.app import RUN_TURN, create_app
 
@@ -24,6 +24,22 @@ def test_the_same_idempotency_key_returns_the_same_run(runtime: Runtime):
     assert runtime.contents("idem") == ["charge the card", "answer to: charge the card"]
     ttl = runtime.control.ttl("fence:{idem}:idem:order-1")
     assert ttl > 24 * 3600 - 60
+
+
+def test_an_idempotency_key_reused_for_another_request_raises_naming_it(runtime: Runtime):
+    first = runtime.producer.submit("idem-3", "charge 10 EUR", idempotency_key="order-1")
+
+    with pytest.raises(IdempotencyConflict, match="idempotency_key: already used") as conflict:
+        runtime.producer.submit(
+            "idem-3",
+            "charge 10 EUR",
+            agent="controlled",
+            metadata={"x": 1},
+            idempotency_key="order-1",
+        )
+
+    assert conflict.value.run_id == first.id and conflict.value.differs == ["metadata"]
+    assert runtime.producer.session("idem-3").queued == []
 
 
 def test_reject_strategy_refuses_a_message_while_the_session_is_busy(runtime: Runtime):
