@@ -479,7 +479,14 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_stack(args: argparse.Namespace, settings: Settings) -> int:
-    from producer.local_stack import LocalStack, StackConfig
+    from producer.local_stack import ENV_FILE, LocalStack, StackConfig
+
+    if args.print_env:
+        path = Path(args.dir) / ENV_FILE
+        if not path.is_file():
+            raise CliError(f"--dir: no stack has started in {args.dir} (no {path})")
+        console.write(path.read_text(encoding="utf-8"))
+        return EXIT_OK
 
     def say(text: str) -> None:
         console.say(f"[stack] {text}")  # a closed pipe must not stop the shutdown
@@ -503,6 +510,7 @@ def cmd_stack(args: argparse.Namespace, settings: Settings) -> int:
             else settings.turn_timeout_s + 30
         ),
         cwd=Path.cwd(),
+        rotate_secrets=args.rotate_secrets,
     )
     stack = LocalStack(config)
     wake = threading.Event()
@@ -726,6 +734,16 @@ def build_parser() -> argparse.ArgumentParser:
     stack.add_argument("--no-gateway", action="store_true", help="do not start the gateway")
     stack.add_argument("--dir", default=".fence/stack", help="data and logs (.fence/stack)")
     stack.add_argument("--quiet", action="store_true", help="do not stream process logs")
+    stack.add_argument(
+        "--print-env",
+        action="store_true",
+        help="print the environment of the stack in --dir (URLs, token, Flower login) and exit",
+    )
+    stack.add_argument(
+        "--rotate-secrets",
+        action="store_true",
+        help="make a new gateway token and Flower password (kept across restarts otherwise)",
+    )
     stack.add_argument(
         "--shutdown-timeout",
         type=positive_float,

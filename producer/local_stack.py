@@ -12,6 +12,7 @@ import secrets
 import shutil
 import signal
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -134,8 +135,14 @@ class StackConfig:
     shutdown_timeout: float = field(default_factory=_default_shutdown_timeout)
     cwd: Path | None = None
     env: dict[str, str] = field(default_factory=dict)
+    rotate_secrets: bool = False
+    """Make a new gateway token and Flower password instead of reusing the stored ones."""
 
 
+ENV_FILE = "env"
+"""In the stack directory: ``source`` it to use the stack from another shell."""
+SECRETS_FILE = "secrets.json"
+"""In the stack directory, mode 0600: the gateway token and Flower login it reuses."""
 FLOWER_DEFAULT_PORT = 5555
 GATEWAY_DEFAULT_PORT = 8000
 MEMORY_CHOICES = ("sqlite", "dynamodb")
@@ -200,11 +207,10 @@ class LocalStack:
         self.services: list[ManagedProcess] = []
         self.dynamodb: LocalDynamoDB | None = None
         self.flower_url: str | None = None
-        self.flower_auth = config.flower_auth or f"fence:{secrets.token_urlsafe(12)}"
+        self.flower_auth = config.flower_auth or ""
         self.gateway_url: str | None = None
-        self.api_tokens = config.api_tokens or secrets.token_urlsafe(24)
-        self.api_token = self.api_tokens.split(",")[0].strip()
-        """One of the gateway's bearer tokens (FENCE_API_TOKENS, else a new one)."""
+        self.api_tokens = config.api_tokens or ""
+        """The gateway's bearer tokens: FENCE_API_TOKENS, else the stack's own (``start``)."""
         self.notes: list[str] = []
         self.env: dict[str, str] = {}
         self._ready: dict[str, str] = {}
@@ -228,11 +234,36 @@ class LocalStack:
         self.logs.mkdir(exist_ok=True)
         self._take_lock()
         self._stop_leftovers()
+        stored = self._secrets()
+        self.flower_auth = self.config.flower_auth or stored["flower_auth"]
+        self.api_tokens = self.config.api_tokens or stored["api_tokens"]
         try:
             self._start()
         except BaseException:
             self.stop()
             raise
+
+    @property
+    def api_token(self) -> str:
+        """One of the gateway's bearer tokens."""
+        return self.api_tokens.split(",")[0].strip()
+
+    def _secrets(self) -> dict[str, str]:
+        """The gateway token and Flower's login of this stack directory: made once, kept in
+        a file only the user can read, and reused by every start (so a shell that sourced
+        the env file keeps working) until ``rotate_secrets``."""
+        path = self.directory / SECRETS_FILE
+        stored: dict[str, str] = {}
+        if not self.config.rotate_secrets:
+            with contextlib.suppress(OSError, ValueError):
+                stored = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(stored, dict) or not {"api_tokens", "flower_auth"} <= stored.keys():
+            stored = {
+                "api_tokens": secrets.token_urlsafe(24),
+                "flower_auth": f"fence:{secrets.token_urlsafe(12)}",
+            }
+            _write_private(path, json.dumps(stored))
+        return stored
 
     def _take_lock(self) -> None:
         import fcntl
@@ -406,14 +437,31 @@ class LocalStack:
         )
         return dict(LOCAL_AWS_ENV)
 
+    def shell_env(self) -> dict[str, str]:
+        """What a shell needs to use this stack: the ``fence`` command on its PATH, every
+        FENCE_* setting the stack runs with (and PYTHONPATH), and where the gateway and
+        Flower are, with their credentials."""
+        env = {"PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
+        env |= {
+            name: value
+            for name, value in os.environ.items()
+            if name.startswith("FENCE_") or name == "PYTHONPATH"  # FENCE_AGENTS may need it
+        }
+        env |= {name: value for name, value in self.env.items() if name != "PYTHONUNBUFFERED"}
+        if self.gateway_url:
+            env |= {"FENCE_GATEWAY_URL": self.gateway_url, "FENCE_API_TOKENS": self.api_tokens}
+        if self.flower_url:
+            env |= {
+                "FENCE_FLOWER_URL": self.flower_url,
+                "FENCE_FLOWER_BASIC_AUTH": self.flower_auth,
+            }
+        return env
+
     def _write_env_file(self) -> None:
         import shlex
 
-        names = ["FENCE_REDIS_URL", "FENCE_MEMORY"]
-        if self.dynamodb is not None:
-            names += list(LOCAL_AWS_ENV)
-        lines = [f"export {name}={shlex.quote(self.env[name])}" for name in names]
-        (self.directory / "env").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        lines = [f"export {name}={shlex.quote(value)}" for name, value in self.shell_env().items()]
+        _write_private(self.directory / ENV_FILE, "\n".join(lines) + "\n")
 
     # -- run ------------------------------------------------------------------
 
@@ -510,6 +558,14 @@ class LocalStack:
         self._stopping.set()
         for process in self.processes:
             process._signal_group(signal.SIGKILL)
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path``, readable and writable by this user only (it holds secrets)."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(descriptor, 0o600)  # also when the file existed with other bits
+    with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+        file.write(text)
 
 
 def _start_time(pid: int) -> int | None:

@@ -263,3 +263,55 @@ def test_a_worker_or_beat_that_dies_is_restarted_and_turns_go_on(launched, tmp_p
     assert stack.process.wait(timeout=60) == 0, stack.output[-3000:]
     assert re.search(STOPPED, stack.output)
     assert still_running(tree + restarted) == []
+
+
+def test_the_env_file_makes_a_bare_shell_use_the_stack_and_its_secrets_survive_restarts(
+    launched, tmp_path
+):
+    env = {
+        "FENCE_AGENTS": "tests.runtime.agents:registry",
+        "FENCE_DEFAULT_AGENT": "controlled",
+        "PYTHONPATH": str(REPO),
+    }
+    stack, tree, directory = start_stack(launched, tmp_path, "--workers", "1", env=env)
+    first = env_file(directory)
+    for name in ("env", "secrets.json"):
+        assert (directory / name).stat().st_mode & 0o777 == 0o600  # they hold secrets
+
+    # A shell with nothing set: no venv on PATH, no FENCE_* variables.
+    shell = subprocess.run(
+        ["env", "-i", f"HOME={tmp_path}", "PATH=/usr/bin:/bin", "bash", "-c",
+         f"source {directory / 'env'} && fence submit bare 'from a bare shell' --wait 30"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert shell.returncode == 0, shell.stderr
+    assert "answer to: from a bare shell" in shell.stdout  # the controlled agent answered
+    assert first["FENCE_DEFAULT_AGENT"] == "controlled"
+    if first.get("FENCE_GATEWAY_URL"):
+        request = urllib.request.Request(
+            first["FENCE_GATEWAY_URL"] + "/v1/sessions/bare",
+            headers={"Authorization": f"Bearer {first['FENCE_API_TOKENS']}"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.status == 200
+    assert http_status(first["FENCE_FLOWER_URL"], first["FENCE_FLOWER_BASIC_AUTH"]) == 200
+
+    os.kill(stack.process.pid, signal.SIGINT)
+    assert stack.process.wait(timeout=60) == 0
+    printed = subprocess.run(
+        [*fence_script(), "stack", "--dir", str(directory), "--print-env"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert f"FENCE_FLOWER_BASIC_AUTH={first['FENCE_FLOWER_BASIC_AUTH']}" in printed.stdout
+
+    again, _, _ = start_stack(launched, tmp_path, "--workers", "1", env=env)
+    kept = env_file(directory)
+    assert kept["FENCE_FLOWER_BASIC_AUTH"] == first["FENCE_FLOWER_BASIC_AUTH"]
+    assert kept.get("FENCE_API_TOKENS") == first.get("FENCE_API_TOKENS")
+    os.kill(again.process.pid, signal.SIGINT)
+    assert again.process.wait(timeout=60) == 0
+
+    rotated, _, _ = start_stack(launched, tmp_path, "--workers", "1", "--rotate-secrets", env=env)
+    assert env_file(directory)["FENCE_FLOWER_BASIC_AUTH"] != first["FENCE_FLOWER_BASIC_AUTH"]
+    os.kill(rotated.process.pid, signal.SIGINT)
+    assert rotated.process.wait(timeout=60) == 0
