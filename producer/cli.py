@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import signal
 import sys
 import threading
@@ -35,18 +36,37 @@ from fence.errors import FenceError
 from fence.memory.url import memory_factory
 from fence.messages import validate_session_id
 from fence.plain_json import nesting_rule, text_nesting
-from fence.runs import RunNotFound, RunRecord, RunState, RunTimeout, Strategy, keys
+from fence.runs import (
+    IdempotencyConflict,
+    RunNotFound,
+    RunRecord,
+    RunState,
+    RunTimeout,
+    Strategy,
+    keys,
+)
 from fence.runs.schema import MAX_METADATA_DEPTH
 from fence.settings import Settings, get_settings
 from producer.local_stack import StackError
 
 EXIT_OK = 0
+"""Done as asked (README, CLI: the table of exit codes)."""
 EXIT_ERROR = 1
+"""Bad input or settings, Redis unreachable, no such run, or the run did not succeed."""
 EXIT_TIMEOUT = 124
+"""``--wait`` ended first; the run goes on."""
+FIELD_NAME = re.compile(r"-{0,2}[A-Za-z_][\w.\-]*")
+"""How a message names the field it is about: ``metadata: ...``, ``--file: ...``."""
 
 
 class CliError(Exception):
-    """A user error: printed as one line, exit code 1, no traceback."""
+    """A user error or a run that did not succeed: one line (a JSON error document under
+    ``--json``), exit code 1, no traceback. ``code`` is the HTTP API's ``error.code``."""
+
+    def __init__(self, message: str, *, code: str = "invalid", run_id: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.run_id = run_id
 
 
 # -- helpers ------------------------------------------------------------------
@@ -221,8 +241,7 @@ def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
             emit_json({**record_dict(record), "position": run.position})
 
     if record.state is RunState.REJECTED:
-        emit(record)
-        raise CliError(f"run {run.id} rejected: {record.error}")
+        raise CliError(f"run {run.id} rejected: {record.error}", code="rejected", run_id=run.id)
     if not args.json:
         if run.position < 0:
             print(f"run {run.id} (existing run for this idempotency key): {record.state.value}")
@@ -246,13 +265,17 @@ def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
         emit(run.status())
         print(f"fence: {message}", file=sys.stderr)
         return EXIT_TIMEOUT
+    if record.state is not RunState.SUCCEEDED:
+        raise CliError(
+            f"run {run.id} {record.state.value}: {record.error or 'no error recorded'}",
+            code=record.state.value,
+            run_id=run.id,
+        )
     emit(record)
-    if not args.json and record.state is RunState.SUCCEEDED:
+    if not args.json:
         took = (record.finished_at or 0) - record.accepted_at
         print(f"succeeded in {took:.2f} s:")
         print(record.result or "")
-    if record.state is not RunState.SUCCEEDED:
-        raise CliError(f"run {run.id} {record.state.value}: {record.error or 'no error recorded'}")
     return EXIT_OK
 
 
@@ -267,15 +290,19 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
     run = make_producer(settings).run(args.run)
-    before = run.status()
     record = run.cancel()
+    if record.state.terminal and record.state is not RunState.CANCELLED:
+        raise CliError(
+            f"run {record.id} already {record.state.value}; nothing to cancel",
+            code="terminal",
+            run_id=record.id,
+        )
     if args.json:
         emit_json(record_dict(record))
-    if before.state.terminal:
-        raise CliError(f"run {record.id} already {record.state.value}; nothing to cancel")
-    if not args.json:
+    else:
         if record.state is RunState.CANCELLED:
-            print(f"run {record.id} cancelled (it had not started)")
+            before = " (it had not started)" if record.started_at is None else ""
+            print(f"run {record.id} cancelled{before}")
         else:
             print(
                 f"run {record.id} is {record.state.value}: cancel requested; it stops at its "
@@ -784,23 +811,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "exit_after_demo", False):
         args.demo = True
     settings: Settings | None = None
+    as_json = bool(getattr(args, "json", False))
     try:
         settings = load_settings(args)
         return args.handler(args, settings)
-    except (CliError, StackError) as error:
-        return fail(str(error))
+    except CliError as error:
+        return fail(str(error), as_json, code=error.code, run_id=error.run_id)
+    except StackError as error:
+        return fail(str(error), as_json)
     except ValidationError as error:
-        return fail(describe_validation(error))
+        return fail(describe_validation(error), as_json)
     except RunNotFound as error:
-        return fail(f"run: {error}")
+        return fail(f"run: {error}", as_json, code="not_found", run_id=error.run_id)
+    except IdempotencyConflict as error:
+        return fail(str(error), as_json, code="idempotency_conflict", run_id=error.run_id)
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as error:
         url = redact(settings.redis_url) if settings else "FENCE_REDIS_URL"
-        return fail(
+        message = (
             f"cannot reach Redis at {url} ({error}); is the stack running? "
             "set FENCE_REDIS_URL or --redis-url"
         )
+        return fail(message, as_json, code="unavailable")
     except (ValueError, FenceError) as error:
-        return fail(str(error))
+        return fail(str(error), as_json)
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # the reader left (``| head``): what it read is all it wanted
@@ -808,8 +841,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
 
 
-def fail(message: str) -> int:
-    print(f"fence: error: {message}", file=sys.stderr)
+def fail(
+    message: str, as_json: bool = False, *, code: str = "invalid", run_id: str | None = None
+) -> int:
+    """Report an error: one line on stderr, or under ``--json`` the HTTP API's error
+    document on stdout (so ``fence ... --json | jq`` always reads JSON). Exit code 1."""
+    if as_json:
+        field, sep, _ = message.partition(":")
+        named = field if sep and FIELD_NAME.fullmatch(field) else None
+        error = {"code": code, "message": message, "field": named, "run_id": run_id}
+        emit_json({"error": error})
+    else:
+        print(f"fence: error: {message}", file=sys.stderr)
     return EXIT_ERROR
 
 

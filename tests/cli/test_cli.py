@@ -77,12 +77,43 @@ def test_session_shows_the_running_turn_its_lease_and_the_queue_and_cancel_stops
     runtime.release(key)
     assert runtime.producer.store.wait(first["id"], 30).state is RunState.CANCELLED
 
-    again = fence("cancel", first["id"])
-    assert again.code == 1
-    assert (
-        again.err.strip() == f"fence: error: run {first['id']} already cancelled; nothing to cancel"
-    )
+    again = fence("cancel", first["id"])  # idempotent, as over HTTP
+    assert again.code == 0 and again.out == f"run {first['id']} cancelled\n"
     assert runtime.contents(sid) == []  # neither run wrote anything
+
+
+def test_exit_codes_and_json_errors_agree_whatever_the_output_format(fence, runtime: Runtime):
+    sid, key = session_id(), new_key()
+    busy = json.loads(fence("submit", sid, f"key={key} block", "--json").out)
+    runtime.wait_entered(key)
+
+    for as_json in (False, True):
+        extra = ("--json",) if as_json else ()
+        rejected = fence("submit", sid, "not now", "--strategy", "reject", *extra)
+        unknown = fence("status", "0" * 32, *extra)
+        invalid = fence("submit", sid, "", *extra)
+
+        assert rejected.code == unknown.code == invalid.code == 1
+        if as_json:
+            errors = [json.loads(r.out)["error"] for r in (rejected, unknown, invalid)]
+            assert [e["code"] for e in errors] == ["rejected", "not_found", "invalid"]
+            assert errors[0]["run_id"] and errors[1]["run_id"] == "0" * 32
+            assert errors[2]["field"] == "message"
+            assert all(r.err == "" for r in (rejected, unknown, invalid))
+        else:
+            assert all(r.out == "" and r.err.startswith("fence: error: ")
+                       for r in (rejected, unknown, invalid))  # fmt: skip
+    runtime.release(key)
+    assert runtime.producer.store.wait(busy["id"], 30).state is RunState.SUCCEEDED
+
+    finished = fence("cancel", busy["id"], "--json")
+    assert finished.code == 1
+    assert json.loads(finished.out)["error"] == {
+        "code": "terminal",
+        "message": f"run {busy['id']} already succeeded; nothing to cancel",
+        "field": None,
+        "run_id": busy["id"],
+    }
 
 
 def test_wait_that_ends_before_the_run_exits_124_and_the_run_goes_on(fence, runtime: Runtime):
