@@ -1,19 +1,27 @@
 # The two commands of README.md: `make run` (the main job) and `make test`.
-# Each creates the virtual environment and installs what it needs.
+# Each creates the virtual environment and installs what it needs: `run` only what
+# running needs (the library, the runtime and the gateway), `test` the test tools too.
 
-VENV   ?= .venv
-PYTHON := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed-stamp
+VENV       ?= .venv
+PYTHON     := $(VENV)/bin/python
+RUN_STAMP  := $(VENV)/.run-stamp
+TEST_STAMP := $(VENV)/.test-stamp
 
-.PHONY: install redis-server run test lint bench
+.PHONY: install install-test redis-server run test lint bench
 
-$(STAMP): pyproject.toml
+$(RUN_STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet --upgrade pip
-	$(PYTHON) -m pip install --quiet -e '.[dev,openai,api]'
-	touch $(STAMP)
+	$(PYTHON) -m pip install --quiet -e '.[api]'
+	touch $(RUN_STAMP)
 
-install: $(STAMP)
+$(TEST_STAMP): $(RUN_STAMP)
+	$(PYTHON) -m pip install --quiet -e '.[dev,openai,api]'
+	touch $(TEST_STAMP)
+
+install: $(RUN_STAMP)
+
+install-test: $(TEST_STAMP)
 
 # The runtime and its tests start their own redis-server; install it if missing.
 redis-server:
@@ -25,16 +33,16 @@ redis-server:
 	         "or brew install redis (macOS)"; exit 1; \
 	  fi; }
 
-run: install redis-server
+run: $(RUN_STAMP) redis-server
 	$(VENV)/bin/fence stack --demo
 
-test: install redis-server
+test: $(TEST_STAMP) redis-server
 	$(VENV)/bin/ruff check .
 	$(PYTHON) -m pytest
 
-lint: install
+lint: $(TEST_STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-bench: install redis-server
+bench: $(TEST_STAMP) redis-server
 	$(PYTHON) bench/memory_growth.py
