@@ -43,7 +43,6 @@ from fence.runs import (
     RunState,
     RunTimeout,
     Strategy,
-    keys,
 )
 from fence.runs.schema import MAX_METADATA_DEPTH
 from fence.settings import Settings, get_settings
@@ -346,11 +345,6 @@ def session_state(settings: Settings, session_id: str) -> dict[str, Any]:
     validate_session_id(session_id, "session")
     producer = make_producer(settings)
     info = producer.session(session_id)
-    pipe = producer.store.redis.pipeline(transaction=True)  # token and TTL of one lease
-    pipe.hget(keys.session(session_id), "progress_at")
-    pipe.get(keys.lease(session_id))
-    pipe.pttl(keys.lease(session_id))
-    progress, lease_token, lease_ttl_ms = pipe.execute()
     active: dict[str, Any] | None = None
     if info.active_run:
         try:
@@ -363,9 +357,11 @@ def session_state(settings: Settings, session_id: str) -> dict[str, Any]:
         "active_run": active,
         "queued": info.queued,
         "lease": (
-            {"token": lease_token, "expires_in_ms": lease_ttl_ms} if lease_ttl_ms >= 0 else None
+            {"token": info.lease_token, "expires_in_ms": info.lease_expires_in_ms}
+            if info.lease_expires_in_ms is not None
+            else None
         ),
-        "last_progress_at": float(progress) if progress else None,
+        "last_progress_at": info.progress_at,
         "stall_after_s": settings.stall_after_s,
     }
 

@@ -49,7 +49,7 @@ from starlette.routing import Match
 from fence.memory.url import memory_factory
 from fence.messages import validate_session_id
 from fence.plain_json import nesting_rule, text_nesting
-from fence.runs import IdempotencyConflict, RunNotFound, RunRecord, RunState, RunTimeout, keys
+from fence.runs import IdempotencyConflict, RunNotFound, RunRecord, RunState, RunStore, RunTimeout
 from fence.runs.schema import MAX_METADATA_DEPTH
 from fence.settings import InvalidSettingsError, Settings, get_settings
 from producer.client import Producer
@@ -399,7 +399,7 @@ def create_app(
         socket_timeout=HEALTH_TIMEOUT_S,
         socket_connect_timeout=HEALTH_TIMEOUT_S,
     )
-    metrics = GatewayMetrics(probe)
+    metrics = GatewayMetrics(RunStore(probe, settings))
     limiters: list[anyio.CapacityLimiter] = []
 
     def wait_limiter() -> anyio.CapacityLimiter:
@@ -556,17 +556,13 @@ def create_app(
     )
     def get_session(session_id: SessionId) -> SessionView:
         _check_session(session_id)
-        pipe = store.redis.pipeline(transaction=True)
-        pipe.hget(keys.session(session_id), "active")
-        pipe.lrange(keys.mailbox(session_id), 0, QUEUED_SHOWN - 1)
-        pipe.llen(keys.mailbox(session_id))
-        active, queued, count = pipe.execute()
+        info = store.session(session_id, queued_limit=QUEUED_SHOWN)
         return SessionView(
             session_id=session_id,
-            state="busy" if active else "idle",
-            active_run=active,
-            queued=queued,
-            queued_count=count,
+            state=info.state,
+            active_run=info.active_run,
+            queued=info.queued,
+            queued_count=info.queued_count,
         )
 
     @v1.get(

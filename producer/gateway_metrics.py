@@ -23,12 +23,11 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from fence.runs import keys
+from fence.runs import RunStore
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 SCAN_LIMIT = 10_000
 """Sessions of the active-sessions index read per scrape; beyond this the gauges are partial."""
-SCAN_BATCH = 500
 CELERY_QUEUE = "celery"
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
@@ -40,8 +39,8 @@ class RuntimeCollector:
     it is summarised: total queued runs, busy sessions, and the deepest mailbox.
     """
 
-    def __init__(self, client: redis.Redis, scan_limit: int = SCAN_LIMIT) -> None:
-        self.client = client
+    def __init__(self, store: RunStore, scan_limit: int = SCAN_LIMIT) -> None:
+        self.store = store
         self.scan_limit = scan_limit
 
     def collect(self) -> Iterator[Metric]:
@@ -62,20 +61,10 @@ class RuntimeCollector:
             yield gauge
 
     def _read(self) -> list[tuple[str, str, float]]:
-        indexed = self.client.zcard(keys.ACTIVE_SESSIONS)
-        sessions = self.client.zrange(keys.ACTIVE_SESSIONS, 0, self.scan_limit - 1)
-        busy = queued = deepest = 0
-        for start in range(0, len(sessions), SCAN_BATCH):
-            pipe = self.client.pipeline(transaction=False)
-            for session_id in sessions[start : start + SCAN_BATCH]:
-                pipe.hexists(keys.session(session_id), "active")
-                pipe.llen(keys.mailbox(session_id))
-            replies = pipe.execute()
-            for active, depth in zip(replies[::2], replies[1::2], strict=True):
-                busy += bool(active)
-                queued += depth
-                deepest = max(deepest, depth)
-        celery_queue = self.client.llen(CELERY_QUEUE)
+        gauges = self.store.gauges(self.scan_limit)
+        indexed, deepest = gauges.indexed_sessions, gauges.deepest_queue
+        busy, queued = gauges.busy_sessions, gauges.queued_runs
+        celery_queue = self.store.redis.llen(CELERY_QUEUE)
         return [
             (
                 "fence_runtime_indexed_sessions",
@@ -86,7 +75,7 @@ class RuntimeCollector:
                 "fence_runtime_scan_truncated",
                 f"1 when more than {self.scan_limit} sessions are indexed and the gauges below "
                 "cover only the first ones.",
-                int(indexed > len(sessions)),
+                int(indexed > gauges.scanned_sessions),
             ),
             ("fence_runtime_busy_sessions", "Sessions with a run in flight.", busy),
             (
@@ -121,7 +110,7 @@ class _Chain:
 class GatewayMetrics:
     """The gateway's counters (one registry per app, so tests can build several apps)."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, store: RunStore) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
             "fence_gateway_requests",
@@ -136,7 +125,7 @@ class GatewayMetrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
-        self.runtime = RuntimeCollector(client)
+        self.runtime = RuntimeCollector(store)
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         self.requests.labels(method, route, str(status)).inc()

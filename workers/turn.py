@@ -20,6 +20,7 @@ from fence.agents import Agent
 from fence.errors import FencedOutError, StaleWriteError
 from fence.memory.base import BaseMemory
 from fence.runs import Lease, LeaseLost, Registry, RunState, RunStore
+from fence.runs.scripts import Saved
 from fence.settings import Settings
 from workers.backends import MEMORY_ERRORS, BackendCalls, BackendDown
 from workers.dispatch import Dispatch
@@ -229,9 +230,9 @@ class TurnExecutor:
             raise LeaseLost(lease.session_id, lease.run_id)
         # also checks the lease and a cancel
         saved = calls.redis("save_answer", lambda: self.store.save_answer(lease, prepared.answer))
-        if saved == "lost":
+        if saved is Saved.LOST:
             raise LeaseLost(lease.session_id, lease.run_id)
-        if saved == "cancelled":
+        if saved is Saved.CANCELLED:
             raise TurnCancelled
         memory = agent.memory
         try:

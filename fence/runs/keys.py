@@ -8,7 +8,27 @@ its session) and the index of possibly-active sessions the sweeper walks.
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 PREFIX = "fence"
+
+
+class SessionField(StrEnum):
+    """Fields of the session hash (``session``)."""
+
+    ACTIVE = "active"
+    """The run id in flight; absent when the session is idle."""
+    PROGRESS_AT = "progress_at"
+    """When the session last showed life (accepted, leased, renewed, advanced), epoch s."""
+    REDISPATCHES = "redispatches"
+    """Sweeper re-dispatches since the active run last made progress."""
+
+
+class RunField(StrEnum):
+    """Fields of a run hash beside ``RunRecord``'s (which are named by that model)."""
+
+    PENDING_RESULT = "pending_result"
+    """The answer saved before the memory commit, until the run finishes."""
 
 
 def session(session_id: str) -> str:

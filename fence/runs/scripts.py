@@ -32,42 +32,145 @@ get ``session_ttl_s``; a submit that makes it active again removes the TTL
 
 Every script keeps to keys of one session (one hash tag); run records of the
 same session are addressed through the ``run_prefix`` argument.
+
+The Lua sources write every hash field, run state, strategy and outcome as
+``'$name'``; ``_lua`` fills them in and refuses a name that is not declared in
+Python (``keys.SessionField``, ``keys.RunField``, ``RunRecord``'s fields,
+``RunState``, ``Strategy`` and the outcome enums below), so each is named once.
+Each script's first lines give its KEYS, ARGV and what it returns.
 """
 
 from __future__ import annotations
 
-SUBMIT = """
+from enum import StrEnum
+from string import Template
+
+from fence.runs.keys import RunField, SessionField
+from fence.runs.schema import RunRecord, RunState, Strategy
+
+
+class Submitted(StrEnum):
+    """What ``SUBMIT`` did with a run."""
+
+    DISPATCH = "dispatch"
+    """The session was idle: the run is active now; publish its task."""
+    QUEUED = "queued"
+    """The session is busy: the run waits in the mailbox."""
+    REJECTED = "rejected"
+    """The session is busy and the strategy is reject: recorded as rejected."""
+    DUPLICATE = "duplicate"
+    """The idempotency key names an earlier run: nothing was written."""
+
+
+class Acquired(StrEnum):
+    """What ``ACQUIRE`` found."""
+
+    ACQUIRED = "acquired"
+    """The lease is ours, with a new fencing token."""
+    NOT_ACTIVE = "not_active"
+    """Not the session's active run: a duplicate or late delivery."""
+    LEASED = "leased"
+    """Another worker holds the session's lease."""
+    MISSING = "missing"
+    """The run's record is gone; if it was the active run, the session moved on."""
+
+
+class Saved(StrEnum):
+    """What ``SAVE_ANSWER`` did."""
+
+    SAVED = "saved"
+    LOST = "lost"
+    """The lease is no longer ours: do not commit."""
+    CANCELLED = "cancelled"
+    """A cancel was requested: do not commit."""
+
+
+class Finished(StrEnum):
+    """What ``FINISH`` did."""
+
+    NEXT = "next"
+    """The outcome is recorded and the session's next run is active: publish it."""
+    IDLE = "idle"
+    """The outcome is recorded and the session is idle."""
+    LOST = "lost"
+    """The lease is no longer ours: nothing was written."""
+
+
+class Cancelled(StrEnum):
+    """What ``CANCEL`` did."""
+
+    CANCELLED = "cancelled"
+    """The run was queued: it left the mailbox and is cancelled."""
+    REQUESTED = "requested"
+    """The run is in flight: it stops at its next step."""
+    TERMINAL = "terminal"
+    """The run had already finished: nothing changed."""
+    MISSING = "missing"
+    """No such run."""
+
+
+class Swept(StrEnum):
+    """What ``SWEEP_SESSION`` found."""
+
+    REDISPATCH = "redispatch"
+    """An active run with no lease and no progress: publish it again."""
+    IDLE = "idle"
+    LEASED = "leased"
+    RECENT = "recent"
+    """Progress within the (backed-off) stall period: leave it."""
+
+
+_NAMES = {
+    name: name
+    for name in [
+        *SessionField,
+        *RunField,
+        *RunRecord.model_fields,
+        *RunState,
+        *Strategy,
+        *(o for e in (Submitted, Acquired, Saved, Finished, Cancelled, Swept) for o in e),
+    ]
+}
+
+
+def _lua(source: str) -> str:
+    """``source`` with its ``$name``s filled in; ``KeyError`` names an undeclared one."""
+    return Template(source).substitute(_NAMES)
+
+
+SUBMIT = _lua("""
 -- KEYS: session, mailbox, run, idempotency
 -- ARGV: run_id, strategy, has_idempotency, idempotency_ttl_s, now, run_prefix,
 --       run_ttl_s, field1, value1, ...
+-- RETURNS: {Submitted, run id (the earlier one if duplicate), runs ahead (-1: none)}
 if ARGV[3] == '1' then
   local existing = redis.call('GET', KEYS[4])
-  if existing then return {'duplicate', existing, -1} end
+  if existing then return {'$duplicate', existing, -1} end
 end
 local fields = {}
 for i = 8, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', KEYS[3], unpack(fields))
-local active = redis.call('HGET', KEYS[1], 'active')
+local active = redis.call('HGET', KEYS[1], '$active')
 local outcome
 if not active then
-  redis.call('HSET', KEYS[1], 'active', ARGV[1], 'progress_at', ARGV[5])
+  redis.call('HSET', KEYS[1], '$active', ARGV[1], '$progress_at', ARGV[5])
   redis.call('PERSIST', KEYS[1])
-  outcome = {'dispatch', ARGV[1], 0}
-elseif ARGV[2] == 'reject' then
-  redis.call('HSET', KEYS[3], 'state', 'rejected', 'finished_at', ARGV[5],
-    'error', 'session is busy with run ' .. active .. ' and strategy is reject')
+  outcome = {'$dispatch', ARGV[1], 0}
+elseif ARGV[2] == '$reject' then
+  redis.call('HSET', KEYS[3], '$state', '$rejected', '$finished_at', ARGV[5],
+    '$error', 'session is busy with run ' .. active .. ' and strategy is reject')
   redis.call('EXPIRE', KEYS[3], ARGV[7])
-  outcome = {'rejected', ARGV[1], -1}
-elseif ARGV[2] == 'interrupt' then
-  redis.call('HSET', ARGV[6] .. active, 'cancel_requested', '1')
+  outcome = {'$rejected', ARGV[1], -1}
+elseif ARGV[2] == '$interrupt' then
+  redis.call('HSET', ARGV[6] .. active, '$cancel_requested', '1')
   redis.call('LPUSH', KEYS[2], ARGV[1])
-  outcome = {'queued', ARGV[1], 1}
+  outcome = {'$queued', ARGV[1], 1}
 else
-  outcome = {'queued', ARGV[1], redis.call('RPUSH', KEYS[2], ARGV[1])}
+  outcome = {'$queued', ARGV[1], redis.call('RPUSH', KEYS[2], ARGV[1])}
 end
 if ARGV[3] == '1' then redis.call('SET', KEYS[4], ARGV[1], 'EX', ARGV[4]) end
 return outcome
-"""
+""")
 
 ADVANCE = """
 -- Make the session's next queued run active, or mark the session idle (its
@@ -77,36 +180,37 @@ local function advance(session, mailbox, counter, run_prefix, now, session_ttl_s
   while true do
     local candidate = redis.call('LPOP', mailbox)
     if not candidate then break end
-    if redis.call('HGET', run_prefix .. candidate, 'state') == 'queued' then
-      redis.call('HSET', session, 'active', candidate, 'progress_at', now)
-      redis.call('HDEL', session, 'redispatches')
+    if redis.call('HGET', run_prefix .. candidate, '$state') == '$queued' then
+      redis.call('HSET', session, '$active', candidate, '$progress_at', now)
+      redis.call('HDEL', session, '$redispatches')
       return candidate
     end
   end
-  redis.call('HDEL', session, 'active')
-  redis.call('HSET', session, 'progress_at', now)
+  redis.call('HDEL', session, '$active')
+  redis.call('HSET', session, '$progress_at', now)
   redis.call('EXPIRE', session, session_ttl_s)
   redis.call('EXPIRE', counter, session_ttl_s)
   return false
 end
 """
 
-ACQUIRE = (
+ACQUIRE = _lua(
     ADVANCE
     + """
 -- KEYS: session, lease, fencing counter, run, mailbox
 -- ARGV: run_id, lease_ms, now, worker, run_prefix, session_ttl_s
-local active = redis.call('HGET', KEYS[1], 'active') == ARGV[1]
+-- RETURNS: {'acquired', token, the run hash as a flat list}, or {Acquired, next run id or ''}
+local active = redis.call('HGET', KEYS[1], '$active') == ARGV[1]
 if redis.call('EXISTS', KEYS[4]) == 0 then
   -- The active run's record is gone (expired or lost in a failover): nothing can
   -- run it, so move the session on rather than leave it busy forever.
   if active and redis.call('EXISTS', KEYS[2]) == 0 then
-    return {'missing', advance(KEYS[1], KEYS[5], KEYS[3], ARGV[5], ARGV[3], ARGV[6]) or ''}
+    return {'$missing', advance(KEYS[1], KEYS[5], KEYS[3], ARGV[5], ARGV[3], ARGV[6]) or ''}
   end
-  return {'missing', ''}
+  return {'$missing', ''}
 end
-if not active then return {'not_active', ''} end
-if redis.call('EXISTS', KEYS[2]) == 1 then return {'leased', ''} end
+if not active then return {'$not_active', ''} end
+if redis.call('EXISTS', KEYS[2]) == 1 then return {'$leased', ''} end
 -- max(counter + 1, Redis clock in ms): strictly increasing, and still larger
 -- than every earlier token after an idle session's counter expired.
 local clock = redis.call('TIME')
@@ -115,95 +219,101 @@ local token = string.format('%d',
   math.max(tonumber(redis.call('GET', KEYS[3]) or '0') + 1, now_ms))
 redis.call('SET', KEYS[3], token)
 redis.call('SET', KEYS[2], token, 'PX', ARGV[2])
-if redis.call('HGET', KEYS[4], 'state') == 'queued' then
-  redis.call('HSET', KEYS[4], 'state', 'running', 'started_at', ARGV[3])
+if redis.call('HGET', KEYS[4], '$state') == '$queued' then
+  redis.call('HSET', KEYS[4], '$state', '$running', '$started_at', ARGV[3])
 end
-redis.call('HSET', KEYS[4], 'worker', ARGV[4])
+redis.call('HSET', KEYS[4], '$worker', ARGV[4])
 -- HINCRBY would fail on a field corrupted to a non-number, midway, leaving the lease held
-redis.call('HSET', KEYS[4], 'deliveries',
-  (tonumber(redis.call('HGET', KEYS[4], 'deliveries')) or 0) + 1)
-redis.call('HSET', KEYS[1], 'progress_at', ARGV[3])
-redis.call('HDEL', KEYS[1], 'redispatches')
-return {'acquired', token, redis.call('HGETALL', KEYS[4])}
+redis.call('HSET', KEYS[4], '$deliveries',
+  (tonumber(redis.call('HGET', KEYS[4], '$deliveries')) or 0) + 1)
+redis.call('HSET', KEYS[1], '$progress_at', ARGV[3])
+redis.call('HDEL', KEYS[1], '$redispatches')
+return {'$acquired', token, redis.call('HGETALL', KEYS[4])}
 """
 )
 
-RENEW = """
+RENEW = _lua("""
 -- KEYS: lease, session   ARGV: token, lease_ms, now
+-- RETURNS: 1 if the lease was ours and is extended, else 0
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
-redis.call('HSET', KEYS[2], 'progress_at', ARGV[3])
+redis.call('HSET', KEYS[2], '$progress_at', ARGV[3])
 return 1
-"""
+""")
 
-SAVE_ANSWER = """
+SAVE_ANSWER = _lua("""
 -- KEYS: lease, run   ARGV: token, answer
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 'lost' end
-if redis.call('HGET', KEYS[2], 'cancel_requested') == '1' then return 'cancelled' end
-redis.call('HSET', KEYS[2], 'pending_result', ARGV[2])
-return 'saved'
-"""
+-- RETURNS: a Saved
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return '$lost' end
+if redis.call('HGET', KEYS[2], '$cancel_requested') == '1' then return '$cancelled' end
+redis.call('HSET', KEYS[2], '$pending_result', ARGV[2])
+return '$saved'
+""")
 
-FINISH = (
+FINISH = _lua(
     ADVANCE
     + """
 -- KEYS: session, mailbox, lease, run, fencing counter
 -- ARGV: token, run_id, state, now, run_ttl_s, run_prefix, result, error, done_channel,
 --       attempts (turn tries this delivery made), session_ttl_s
-if redis.call('GET', KEYS[3]) ~= ARGV[1] then return {'lost'} end
-redis.call('HSET', KEYS[4], 'state', ARGV[3], 'finished_at', ARGV[4],
-  'result', ARGV[7], 'error', ARGV[8])
-redis.call('HSET', KEYS[4], 'attempts',
-  (tonumber(redis.call('HGET', KEYS[4], 'attempts')) or 0) + tonumber(ARGV[10]))
-redis.call('HDEL', KEYS[4], 'pending_result')
+-- RETURNS: {'next', next run id}, {'idle'} or {'lost'} (Finished)
+if redis.call('GET', KEYS[3]) ~= ARGV[1] then return {'$lost'} end
+redis.call('HSET', KEYS[4], '$state', ARGV[3], '$finished_at', ARGV[4],
+  '$result', ARGV[7], '$error', ARGV[8])
+redis.call('HSET', KEYS[4], '$attempts',
+  (tonumber(redis.call('HGET', KEYS[4], '$attempts')) or 0) + tonumber(ARGV[10]))
+redis.call('HDEL', KEYS[4], '$pending_result')
 redis.call('EXPIRE', KEYS[4], ARGV[5])
 redis.call('PUBLISH', ARGV[9], ARGV[3])
 redis.call('DEL', KEYS[3])
 local next_run = advance(KEYS[1], KEYS[2], KEYS[5], ARGV[6], ARGV[4], ARGV[11])
-if next_run then return {'next', next_run} end
-return {'idle'}
+if next_run then return {'$next', next_run} end
+return {'$idle'}
 """
 )
 
-CANCEL = """
+CANCEL = _lua("""
 -- KEYS: session, mailbox, run   ARGV: run_id, now, run_ttl_s, done_channel
-local state = redis.call('HGET', KEYS[3], 'state')
-if not state then return {'missing'} end
-if state ~= 'queued' and state ~= 'running' then return {'terminal'} end
-if redis.call('HGET', KEYS[1], 'active') == ARGV[1] then
-  redis.call('HSET', KEYS[3], 'cancel_requested', '1')
-  return {'requested'}
+-- RETURNS: {Cancelled}
+local state = redis.call('HGET', KEYS[3], '$state')
+if not state then return {'$missing'} end
+if state ~= '$queued' and state ~= '$running' then return {'$terminal'} end
+if redis.call('HGET', KEYS[1], '$active') == ARGV[1] then
+  redis.call('HSET', KEYS[3], '$cancel_requested', '1')
+  return {'$requested'}
 end
 redis.call('LREM', KEYS[2], 1, ARGV[1])
-redis.call('HSET', KEYS[3], 'state', 'cancelled', 'finished_at', ARGV[2],
-  'cancel_requested', '1')
+redis.call('HSET', KEYS[3], '$state', '$cancelled', '$finished_at', ARGV[2],
+  '$cancel_requested', '1')
 redis.call('EXPIRE', KEYS[3], ARGV[3])
-redis.call('PUBLISH', ARGV[4], 'cancelled')
-return {'cancelled'}
-"""
+redis.call('PUBLISH', ARGV[4], '$cancelled')
+return {'$cancelled'}
+""")
 
-SWEEP_SESSION = """
+SWEEP_SESSION = _lua("""
 -- KEYS: session, lease   ARGV: now, stall_after_s
+-- RETURNS: {'redispatch', active run id} or {Swept}
 -- A run re-dispatched n times waits stall_after_s * 2^n (n <= 6) before the
 -- next: a run that is only queued behind a long backlog is not flooded with
 -- duplicates. ACQUIRE and ADVANCE reset n.
-local active = redis.call('HGET', KEYS[1], 'active')
-if not active then return {'idle'} end
-if redis.call('EXISTS', KEYS[2]) == 1 then return {'leased'} end
-local progress = tonumber(redis.call('HGET', KEYS[1], 'progress_at') or '0')
-local sent = tonumber(redis.call('HGET', KEYS[1], 'redispatches') or '0')
+local active = redis.call('HGET', KEYS[1], '$active')
+if not active then return {'$idle'} end
+if redis.call('EXISTS', KEYS[2]) == 1 then return {'$leased'} end
+local progress = tonumber(redis.call('HGET', KEYS[1], '$progress_at') or '0')
+local sent = tonumber(redis.call('HGET', KEYS[1], '$redispatches') or '0')
 local wait = tonumber(ARGV[2]) * 2 ^ math.min(sent, 6)
-if tonumber(ARGV[1]) - progress < wait then return {'recent'} end
-redis.call('HSET', KEYS[1], 'progress_at', ARGV[1])
-redis.call('HINCRBY', KEYS[1], 'redispatches', 1)
-return {'redispatch', active}
-"""
+if tonumber(ARGV[1]) - progress < wait then return {'$recent'} end
+redis.call('HSET', KEYS[1], '$progress_at', ARGV[1])
+redis.call('HINCRBY', KEYS[1], '$redispatches', 1)
+return {'$redispatch', active}
+""")
 
-FORGET_IDLE = """
+FORGET_IDLE = _lua("""
 -- KEYS: active-sessions index   ARGV: session_id, score seen
+-- RETURNS: 1 if the session was forgotten, 0 if it was touched since it was seen idle
 local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if score and tonumber(score) == tonumber(ARGV[2]) then
   return redis.call('ZREM', KEYS[1], ARGV[1])
 end
 return 0
-"""
+""")

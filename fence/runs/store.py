@@ -21,7 +21,9 @@ from redis.commands.core import Script
 from redis.exceptions import NoScriptError
 
 from fence.runs import keys, scripts
+from fence.runs.keys import RunField, SessionField
 from fence.runs.schema import RunRecord, RunRequest, RunState
+from fence.runs.scripts import Acquired, Cancelled, Finished, Saved, Submitted, Swept
 from fence.settings import Settings, get_settings
 
 REDIS_TIMEOUT_S = 10.0
@@ -96,26 +98,42 @@ class Lease:
 
 @dataclass(frozen=True)
 class Skip:
-    """Why a delivery did not get the lease.
+    """Why a delivery did not get the lease (see ``Acquired``); if the run's record
+    was gone and it was the active run, the session moved on to ``next_run``."""
 
-    ``not_active``: a duplicate or stale delivery (not the session's turn);
-    ``leased``: another worker is running it; ``missing``: the run's record is
-    gone, and if it was the active run the session moved on to ``next_run``.
-    """
-
-    reason: str
+    reason: Acquired
     next_run: str | None = None
 
 
 @dataclass(frozen=True)
 class SessionInfo:
+    """A session's runtime state, read in one snapshot."""
+
     session_id: str
     active_run: str | None
     queued: list[str]
+    """Queued run ids, oldest first (the first ``queued_limit`` if one was given)."""
+    queued_count: int
+    progress_at: float | None
+    """When the session last showed life (epoch s), if it has state."""
+    lease_token: str | None
+    lease_expires_in_ms: int | None
+    """Time to live of the lease of the worker running the active run, if one holds it."""
 
     @property
     def state(self) -> str:
         return "busy" if self.active_run else "idle"
+
+
+@dataclass(frozen=True)
+class RuntimeGauges:
+    """What the runtime holds in Redis now, from a scan of the indexed sessions."""
+
+    indexed_sessions: int
+    scanned_sessions: int
+    busy_sessions: int
+    queued_runs: int
+    deepest_queue: int
 
 
 class RunStore:
@@ -219,7 +237,7 @@ class RunStore:
             )
 
         _, _, (outcome, found_id, position) = self._pipeline(queue)
-        if outcome == "duplicate":
+        if outcome == Submitted.DUPLICATE:
             self.redis.delete(keys.run_index(run_id))
             record = self.get(found_id, sid)
             differs = [
@@ -230,11 +248,15 @@ class RunStore:
             if differs and not record.corrupt:
                 raise IdempotencyConflict(found_id, differs)
             return Submission(found_id, record.state, -1, dispatch=False, duplicate=True)
-        if outcome == "rejected":
+        if outcome == Submitted.REJECTED:
             self.redis.expire(keys.run_index(run_id), self.settings.run_ttl_s)
             return Submission(run_id, RunState.REJECTED, -1, dispatch=False, duplicate=False)
         return Submission(
-            run_id, RunState.QUEUED, int(position), dispatch=outcome == "dispatch", duplicate=False
+            run_id,
+            RunState.QUEUED,
+            int(position),
+            dispatch=outcome == Submitted.DISPATCH,
+            duplicate=False,
         )
 
     def session_of(self, run_id: str) -> str:
@@ -259,18 +281,48 @@ class RunStore:
             [keys.session(sid), keys.mailbox(sid), keys.run(sid, run_id)],
             [run_id, repr(time.time()), self.settings.run_ttl_s, keys.done_channel(run_id)],
         )
-        if outcome == "missing":
+        if outcome == Cancelled.MISSING:
             raise RunNotFound(run_id)
-        if outcome == "cancelled":
+        if outcome == Cancelled.CANCELLED:
             self.redis.expire(keys.run_index(run_id), self.settings.run_ttl_s)
         return self.get(run_id, sid)
 
-    def session(self, session_id: str) -> SessionInfo:
-        pipe = self.redis.pipeline()
-        pipe.hget(keys.session(session_id), "active")
-        pipe.lrange(keys.mailbox(session_id), 0, -1)
-        active, queued = pipe.execute()
-        return SessionInfo(session_id, active, queued)
+    def session(self, session_id: str, queued_limit: int | None = None) -> SessionInfo:
+        """The session's active run, queue, last progress and lease, in one snapshot."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hmget(keys.session(session_id), [SessionField.ACTIVE, SessionField.PROGRESS_AT])
+        pipe.lrange(keys.mailbox(session_id), 0, -1 if queued_limit is None else queued_limit - 1)
+        pipe.llen(keys.mailbox(session_id))
+        pipe.get(keys.lease(session_id))
+        pipe.pttl(keys.lease(session_id))
+        (active, progress), queued, count, token, ttl_ms = pipe.execute()
+        return SessionInfo(
+            session_id,
+            active,
+            queued,
+            count,
+            float(progress) if progress else None,
+            token,
+            ttl_ms if ttl_ms >= 0 else None,
+        )
+
+    def gauges(self, scan_limit: int) -> RuntimeGauges:
+        """Busy sessions and queue depths over the first ``scan_limit`` indexed sessions
+        (the index is a superset of the busy ones), ``SWEEP_BATCH`` per round trip."""
+        indexed = self.redis.zcard(keys.ACTIVE_SESSIONS)
+        sessions = self.redis.zrange(keys.ACTIVE_SESSIONS, 0, scan_limit - 1)
+        busy = queued = deepest = 0
+        for start in range(0, len(sessions), SWEEP_BATCH):
+            pipe = self.redis.pipeline(transaction=False)
+            for session_id in sessions[start : start + SWEEP_BATCH]:
+                pipe.hexists(keys.session(session_id), SessionField.ACTIVE)
+                pipe.llen(keys.mailbox(session_id))
+            replies = pipe.execute()
+            for active, depth in zip(replies[::2], replies[1::2], strict=True):
+                busy += bool(active)
+                queued += depth
+                deepest = max(deepest, depth)
+        return RuntimeGauges(indexed, len(sessions), busy, queued, deepest)
 
     def wait(self, run_id: str, timeout: float, session_id: str | None = None) -> RunRecord:
         """Block until the run is terminal, without polling: subscribe, then check."""
@@ -314,10 +366,10 @@ class RunStore:
                 self.settings.session_ttl_s,
             ],
         )
-        if outcome == "acquired":
+        if outcome == Acquired.ACQUIRED:
             fields = dict(zip(record[0][::2], record[0][1::2], strict=True))
             return Lease(value, RunRecord.from_hash(fields, run_id=run_id, session_id=session_id))
-        return Skip(outcome, next_run=value or None)
+        return Skip(Acquired(outcome), next_run=value or None)
 
     def renew(self, leases: list[Lease]) -> list[bool]:
         """Extend leases in one round trip; False means that lease was lost."""
@@ -341,21 +393,21 @@ class RunStore:
         flag = self.redis.hget(keys.run(lease.session_id, lease.run_id), "cancel_requested")
         return flag == "1"
 
-    def save_answer(self, lease: Lease, answer: str) -> str:
+    def save_answer(self, lease: Lease, answer: str) -> Saved:
         """Keep the answer before the memory commit, so a worker that finds the
         turn already committed can finish the run without calling the model.
-
-        Returns ``"saved"``, or ``"lost"`` (lease gone) or ``"cancelled"``: then
-        the turn must not be committed.
+        Unless ``Saved.SAVED``, the turn must not be committed.
         """
-        return self._call(
-            self._save_answer,
-            [keys.lease(lease.session_id), keys.run(lease.session_id, lease.run_id)],
-            [lease.token, answer],
+        return Saved(
+            self._call(
+                self._save_answer,
+                [keys.lease(lease.session_id), keys.run(lease.session_id, lease.run_id)],
+                [lease.token, answer],
+            )
         )
 
     def pending_result(self, lease: Lease) -> str | None:
-        return self.redis.hget(keys.run(lease.session_id, lease.run_id), "pending_result")
+        return self.redis.hget(keys.run(lease.session_id, lease.run_id), RunField.PENDING_RESULT)
 
     def finish(
         self,
@@ -403,9 +455,9 @@ class RunStore:
             pipe.expire(keys.run_index(run_id), self.settings.run_ttl_s)  # harmless if lost
 
         outcome, _ = self._pipeline(queue)
-        if outcome[0] == "lost":
+        if outcome[0] == Finished.LOST:
             raise LeaseLost(sid, run_id)
-        return outcome[1] if outcome[0] == "next" else None
+        return outcome[1] if outcome[0] == Finished.NEXT else None
 
     # -- sweeper ------------------------------------------------------------
 
@@ -432,9 +484,9 @@ class RunStore:
                     )
 
             for (session_id, score), outcome in zip(batch, self._pipeline(queue), strict=True):
-                if outcome[0] == "redispatch":
+                if outcome[0] == Swept.REDISPATCH:
                     stalled.append((session_id, outcome[1]))
-                elif outcome[0] == "idle" and now - score > stall:
+                elif outcome[0] == Swept.IDLE and now - score > stall:
                     self._call(self._forget_idle, [keys.ACTIVE_SESSIONS], [session_id, repr(score)])
         return stalled
 

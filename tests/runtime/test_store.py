@@ -6,7 +6,7 @@ import pytest
 import redis
 from redis.crc import key_slot
 
-from fence.runs import Lease, LeaseLost, RunRequest, RunState, RunStore, Skip, keys
+from fence.runs import Lease, LeaseLost, RunRequest, RunState, RunStore, SessionInfo, Skip, keys
 from fence.settings import Settings
 from producer import Producer
 
@@ -229,3 +229,22 @@ def test_an_idle_session_expires_and_a_busy_one_never_does(store: RunStore):
     store.acquire("s1", third.run_id, "w1")
     assert store.redis.ttl(counter) == -1
     assert store.get(second.run_id).state is RunState.SUCCEEDED
+
+
+def test_the_session_view_and_gauges_come_from_one_reader(store: RunStore):
+    first, second, third = (store.submit(request()) for _ in range(3))
+    store.submit(request(session_id="s2"))
+    lease = store.acquire("s1", first.run_id, "w1")
+
+    info = store.session("s1", queued_limit=1)
+    gauges = store.gauges(scan_limit=10)
+
+    assert (info.state, info.active_run, info.queued) == ("busy", first.run_id, [second.run_id])
+    assert info.queued_count == 2 and info.lease_token == lease.token
+    assert 0 < info.lease_expires_in_ms <= store.settings.lease_ms
+    assert info.progress_at is not None
+    assert store.session("nobody") == SessionInfo("nobody", None, [], 0, None, None, None)
+    assert (gauges.indexed_sessions, gauges.scanned_sessions) == (2, 2)
+    assert (gauges.busy_sessions, gauges.queued_runs, gauges.deepest_queue) == (2, 2, 2)
+    assert store.gauges(scan_limit=1).scanned_sessions == 1
+    assert third.run_id in store.session("s1").queued
