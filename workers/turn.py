@@ -19,7 +19,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from fence.agents import Agent
 from fence.errors import FencedOutError, StaleWriteError
 from fence.memory.base import BaseMemory
-from fence.runs import Lease, LeaseLost, Registry, RunState, RunStore
+from fence.runs import AgentFactory, Lease, LeaseLost, Registry, RunState, RunStore
 from fence.runs.scripts import Saved
 from fence.settings import Settings
 from workers.backends import MEMORY_ERRORS, BackendCalls, BackendDown
@@ -38,6 +38,31 @@ class Deferred(Exception):
     """The run cannot be decided now: memory is unreachable and may hold (or be
     about to receive) its turn. The delivery ends without finishing the run; its
     lease expires and the sweeper runs it again."""
+
+
+class Checkpoint:
+    """Called before every model and tool step: stops the turn if its lease was lost
+    or its run was cancelled. The first call trusts the record read with the lease
+    (it showed no cancel), which saves a round trip on every turn."""
+
+    def __init__(
+        self, store: RunStore, lease: Lease, lost: threading.Event, calls: BackendCalls
+    ) -> None:
+        self.lost = lost
+        self.calls = calls
+        self._store = store
+        self._lease = lease
+        self._fresh = True
+
+    def __call__(self) -> None:
+        lease = self._lease
+        if self.lost.is_set():
+            raise LeaseLost(lease.session_id, lease.run_id)
+        if not self._fresh and self.calls.redis(
+            "cancel_requested", lambda: self._store.cancel_requested(lease)
+        ):
+            raise TurnCancelled
+        self._fresh = False
 
 
 @dataclass(frozen=True)
@@ -107,11 +132,23 @@ class TurnExecutor:
         return outcome.state.value
 
     def _run(self, lease: Lease, lost: threading.Event, calls: BackendCalls) -> Outcome:
+        """The pre-checks, then the attempt loop: the run's outcome."""
         record = lease.record
         if record.deliveries > 1:
             metrics().lease_takeovers.inc()
         elif record.started_at is not None:
             metrics().queue_wait_seconds.observe(max(0.0, record.started_at - record.accepted_at))
+        ready = self._prepare(lease, calls)
+        if isinstance(ready, Outcome):
+            return ready
+        memory, factory = ready
+        return self._attempts(lease, memory, factory, Checkpoint(self.store, lease, lost, calls))
+
+    def _prepare(
+        self, lease: Lease, calls: BackendCalls
+    ) -> Outcome | tuple[BaseMemory, AgentFactory]:
+        """What a run needs before its first attempt, or the outcome that ends it first."""
+        record = lease.record
         try:
             memory = self.open_memory(lease.session_id)
         except ValueError as error:  # FENCE_MEMORY names something no worker can use
@@ -134,22 +171,17 @@ class TurnExecutor:
         factory = self.agents.get(record.agent)
         if factory is None:
             return Outcome(RunState.FAILED, error=f"unknown agent {record.agent!r}")
-        fresh = True  # the record read with the lease has just shown no cancel
+        return memory, factory
 
-        def checkpoint() -> None:
-            nonlocal fresh
-            if lost.is_set():
-                raise LeaseLost(lease.session_id, lease.run_id)
-            if not fresh and calls.redis(
-                "cancel_requested", lambda: self.store.cancel_requested(lease)
-            ):
-                raise TurnCancelled
-            fresh = False
-
+    def _attempts(
+        self, lease: Lease, memory: BaseMemory, factory: AgentFactory, checkpoint: Checkpoint
+    ) -> Outcome:
+        """Try the turn up to ``FENCE_TURN_RETRIES`` + 1 times, with backoff between."""
+        context = {"session_id": lease.session_id, "run_id": lease.run_id}
         tries = self.settings.turn_retries + 1
         for attempt in range(1, tries + 1):
             try:
-                return self._attempt(lease, factory(memory), checkpoint, lost, calls, attempt)
+                return self._attempt(lease, factory(memory), checkpoint, attempt)
             except TurnCancelled:
                 return Outcome(
                     RunState.CANCELLED, error="cancelled while running", attempts=attempt
@@ -168,18 +200,12 @@ class TurnExecutor:
                 if isinstance(error, BackendDown):  # its message names the backend's error
                     message = str(error)
                 if isinstance(error, MEMORY_ERRORS):  # the window read, inside the agent
-                    calls.failed("memory", "read_window", error)
-                log.warning(
-                    "turn attempt %d/%d failed: %s",
-                    attempt,
-                    tries,
-                    message,
-                    extra={"session_id": lease.session_id, "run_id": lease.run_id},
-                )
+                    checkpoint.calls.failed("memory", "read_window", error)
+                log.warning("turn attempt %d/%d failed: %s", attempt, tries, message, extra=context)
                 if attempt == tries:
                     return Outcome(RunState.FAILED, error=message, attempts=attempt)
                 delay = self.settings.turn_retry_backoff_s * 2 ** (attempt - 1)
-                if lost.wait(delay):
+                if checkpoint.lost.wait(delay):
                     raise LeaseLost(lease.session_id, lease.run_id) from error
         raise AssertionError("unreachable")
 
@@ -209,15 +235,7 @@ class TurnExecutor:
             return Outcome(RunState.SUCCEEDED, result=pending or "")
         return None
 
-    def _attempt(
-        self,
-        lease: Lease,
-        agent: Agent,
-        checkpoint: Callable[[], None],
-        lost: threading.Event,
-        calls: BackendCalls,
-        attempt: int,
-    ) -> Outcome:
+    def _attempt(self, lease: Lease, agent: Agent, checkpoint: Checkpoint, attempt: int) -> Outcome:
         """One try: the agent loop, then the answer saved, then one fenced commit.
 
         Saving and committing are retried in place, never by running the model
@@ -225,8 +243,9 @@ class TurnExecutor:
         unreachable the commit may or may not have landed, so the run is
         ``Deferred`` to a later delivery, which claims the fence and looks.
         """
+        calls = checkpoint.calls
         prepared = agent.prepare_turn(lease.record.message, checkpoint=checkpoint)
-        if lost.is_set():
+        if checkpoint.lost.is_set():
             raise LeaseLost(lease.session_id, lease.run_id)
         # also checks the lease and a cancel
         saved = calls.redis("save_answer", lambda: self.store.save_answer(lease, prepared.answer))
