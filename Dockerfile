@@ -5,6 +5,8 @@
 #   gateway  python -m producer.gateway --host 0.0.0.0 --port 8000    (FENCE_API_TOKENS)
 #   setup    python -m fence.memory.aws_setup dynamodb --table agent-memory
 # Configuration is FENCE_* environment variables (see .env.example and README).
+# Extras: api (the gateway) and openai (fence.models.openai). Your own agents: a
+# derived image or a mounted module plus FENCE_AGENTS (ops/README.md, "Your own agents").
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -22,14 +24,14 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 RUN mkdir -p fence workers producer \
     && touch fence/__init__.py workers/__init__.py producer/__init__.py \
-    && pip install ".[api]" \
+    && pip install ".[api,openai]" \
     && pip uninstall --yes fence \
     && rm -rf fence workers producer build *.egg-info
 
 COPY fence ./fence
 COPY workers ./workers
 COPY producer ./producer
-RUN pip install --no-deps ".[api]" && rm -rf build *.egg-info
+RUN pip install --no-deps ".[api,openai]" && rm -rf build *.egg-info
 
 USER fence:fence
 EXPOSE 8000 5555 9808

@@ -5,7 +5,9 @@ include secrets (bearer tokens, the password in a Redis URL, Flower's basic
 auth). Pydantic is told to leave inputs out of its errors, secret fields stay
 out of ``repr`` (give a new one, such as a webhook secret, ``repr=False`` too),
 and ``get_settings`` turns a validation error into one line built from field
-names and rules only.
+names and rules only. The example files' secrets (``change-me-...`` in
+``.env.example``, ``REPLACE-...`` in ``ops/k8s/secret.example.yaml``) are
+public, so a secret that still holds one is refused like any other bad value.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -20,6 +23,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from fence.errors import FenceError
 
 ENV_PREFIX = "FENCE_"
+PLACEHOLDER_MARKERS = ("change-me", "replace-")
+"""What the example files' secrets contain (compared lowercased); a random secret does not."""
+PLACEHOLDER_RULE = "still holds an example file's placeholder; set a real secret"
 
 
 class InvalidSettingsError(FenceError, ValueError):
@@ -104,6 +110,25 @@ class Settings(BaseSettings):
             return [token.strip() for token in value.split(",") if token.strip()]
         return value
 
+    @field_validator("api_tokens")
+    @classmethod
+    def _tokens_are_not_placeholders(cls, value: list[str]) -> list[str]:
+        _refuse_placeholders(*value)
+        return value
+
+    @field_validator("flower_basic_auth")
+    @classmethod
+    def _flower_login_is_not_a_placeholder(cls, value: str | None) -> str | None:
+        _refuse_placeholders(value)
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_password_is_not_a_placeholder(cls, value: str) -> str:
+        password = urlsplit(value).password
+        _refuse_placeholders(unquote(password) if password else None)
+        return value
+
     @model_validator(mode="after")
     def _renewal_outpaces_expiry(self) -> Settings:
         if self.lease_renew_ms * 2 > self.lease_ms:
@@ -112,6 +137,13 @@ class Settings(BaseSettings):
                 "is renewed before it can expire"
             )
         return self
+
+
+def _refuse_placeholders(*secrets: str | None) -> None:
+    """Raise the placeholder rule (naming no value) if any secret holds a marker."""
+    for secret in secrets:
+        if secret and any(marker in secret.lower() for marker in PLACEHOLDER_MARKERS):
+            raise ValueError(PLACEHOLDER_RULE)
 
 
 def describe_settings_error(error: ValidationError) -> str:

@@ -25,4 +25,3 @@ def test_importing_every_package_reads_no_settings():
 
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
-

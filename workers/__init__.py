@@ -20,7 +20,11 @@ __all__ = ["app"]
 def __getattr__(name: str) -> Any:
     if name != "app":
         raise AttributeError(f"module 'workers' has no attribute {name!r}")
+    from fence.settings import InvalidSettingsError
     from workers.app import create_app
 
-    built = globals()["app"] = create_app()  # once: later lookups find the global
+    try:
+        built = globals()["app"] = create_app()  # once: later lookups find the global
+    except InvalidSettingsError as error:  # `celery -A workers` would print a traceback
+        raise SystemExit(f"fence: error: {error}") from None
     return built

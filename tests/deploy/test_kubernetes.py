@@ -1,27 +1,34 @@
-"""ops/k8s: the kustomize base rendered and validated offline against Kubernetes'
-own schemas (kubernetes-validate, strict: unknown fields are errors). KEDA's
-ScaledObject and TriggerAuthentication are CRDs it has no schema for, so their
-structure and their links to the rest are checked here."""
+"""ops/k8s: the kustomize base and the example overlay rendered and validated offline
+against Kubernetes' own schemas (kubernetes-validate, strict: unknown fields are
+errors). KEDA's ScaledObject and TriggerAuthentication are CRDs it has no schema
+for, so their structure and their links to the rest are checked here."""
 
 from __future__ import annotations
 
 import copy
+import os
 import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import kubernetes_validate
 import pytest
 import yaml
 
 from fence.settings import Settings
+from producer.gateway import MAX_WAIT_S
 from tests.support import REPO
+from workers import readiness
 from workers.app import create_app
 from workers.liveness import HEARTBEAT_INTERVAL_S, build_parser
 
 BASE = REPO / "ops" / "k8s" / "base"
+OVERLAY = REPO / "ops" / "k8s" / "overlays" / "example"
+WITHOUT_TLS = REPO / "ops" / "k8s" / "components" / "redis-without-tls"
 SECRET_TEMPLATE = REPO / "ops" / "k8s" / "secret.example.yaml"
+KUSTOMIZATION_KEYS = {"apiVersion", "kind", "labels", "resources", "images", "namespace"}
 KUBERNETES_VERSION = "1.30"
 KEDA_KINDS = {"ScaledObject", "TriggerAuthentication"}
 SCALED_OBJECT_SPEC = {
@@ -42,21 +49,44 @@ def load_all(path: Path) -> list[dict[str, Any]]:
     return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
 
 
-def render_in_python(base: Path) -> list[dict[str, Any]]:
-    """What ``kustomize build`` does with this base (resources, labels, images).
-    Used where no kustomize binary is installed; compared with one where there is."""
-    kustomization = yaml.safe_load((base / "kustomization.yaml").read_text())
-    assert set(kustomization) <= {"apiVersion", "kind", "labels", "resources", "images"}
-    docs = [doc for resource in kustomization["resources"] for doc in load_all(base / resource)]
+def render_in_python(root: Path) -> list[dict[str, Any]]:
+    """What ``kustomize build`` does with this base or overlay (resources, which may be
+    bases, labels, images, namespace). Used where no kustomize binary is installed;
+    compared with one where there is."""
+    kustomization = yaml.safe_load((root / "kustomization.yaml").read_text())
+    assert set(kustomization) <= KUSTOMIZATION_KEYS
+    docs = [
+        doc
+        for resource in kustomization["resources"]
+        for doc in (
+            render_in_python(root / resource)
+            if (root / resource).is_dir()
+            else load_all(root / resource)
+        )
+    ]
     for doc in docs:
         for entry in kustomization.get("labels", []):
             assert not entry.get("includeSelectors") and not entry.get("includeTemplates")
             doc["metadata"].setdefault("labels", {}).update(entry["pairs"])
+        if "namespace" in kustomization:
+            doc["metadata"]["namespace"] = kustomization["namespace"]
         for container in containers(doc):
             for image in kustomization.get("images", []):
-                if container["image"] == image["name"]:
+                if container["image"].partition(":")[0] == image["name"]:
                     container["image"] = f"{image.get('newName', image['name'])}:{image['newTag']}"
     return docs
+
+
+def kustomize(root: Path) -> list[dict[str, Any]] | None:
+    """The real ``kubectl kustomize`` output, or None where kubectl is not installed."""
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        return None
+    output = subprocess.run(
+        [kubectl, "kustomize", str(root)], capture_output=True, text=True, timeout=60
+    )
+    assert output.returncode == 0, output.stderr
+    return [doc for doc in yaml.safe_load_all(output.stdout) if doc]
 
 
 def containers(doc: dict[str, Any]) -> list[dict[str, Any]]:
@@ -67,17 +97,22 @@ def by_key(docs: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
     return {(doc["kind"], doc["metadata"]["name"]): doc for doc in docs}
 
 
+def rendered(root: Path) -> dict[tuple[str, str], dict[str, Any]]:
+    docs = render_in_python(root)
+    real = kustomize(root)
+    if real is not None:  # the real kustomize (built into kubectl) must agree
+        assert by_key(real) == by_key(docs)
+    return by_key(docs)
+
+
 @pytest.fixture(scope="module")
 def docs() -> dict[tuple[str, str], dict[str, Any]]:
-    rendered = render_in_python(BASE)
-    kubectl = shutil.which("kubectl")
-    if kubectl:  # the real kustomize (built into kubectl) must agree
-        output = subprocess.run(
-            [kubectl, "kustomize", str(BASE)], capture_output=True, text=True, timeout=60
-        )
-        assert output.returncode == 0, output.stderr
-        assert by_key([d for d in yaml.safe_load_all(output.stdout) if d]) == by_key(rendered)
-    return by_key(rendered)
+    return rendered(BASE)
+
+
+@pytest.fixture(scope="module")
+def overlay() -> dict[tuple[str, str], dict[str, Any]]:
+    return rendered(OVERLAY)
 
 
 def env_of(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -141,6 +176,20 @@ def test_a_worker_that_exits_or_stops_consuming_is_restarted(docs):
     )
 
 
+def test_a_worker_whose_dependencies_fail_is_not_ready_and_not_restarted(docs):
+    """Readiness checks Redis and memory, bounded in time; liveness only the process."""
+    worker = docs[("Deployment", "fence-worker")]["spec"]
+    [container] = worker["template"]["spec"]["containers"]
+    probe = container["readinessProbe"]
+    command = probe["exec"]["command"]
+    assert command[:3] == ["python", "-m", "workers.readiness"]
+    timeout = readiness.build_parser().parse_args(command[3:]).timeout
+    assert probe["timeoutSeconds"] > timeout  # the probe answers before the kubelet gives up
+    assert probe["periodSeconds"] >= probe["timeoutSeconds"]
+    assert "workers.readiness" not in str(container["livenessProbe"])
+    assert worker["strategy"]["rollingUpdate"]["maxUnavailable"] == 0  # rollouts wait on it
+
+
 def test_keda_scales_workers_on_the_celery_queue(docs):
     scaled = docs[("ScaledObject", "fence-worker")]
     auth = docs[("TriggerAuthentication", "fence-redis")]
@@ -159,10 +208,70 @@ def test_keda_scales_workers_on_the_celery_queue(docs):
     concurrency = next(a for a in worker_args["containers"][0]["args"] if "concurrency" in a)
     assert concurrency == f"--concurrency={metadata['listLength']}"
     assert trigger["authenticationRef"]["name"] == auth["metadata"]["name"]
+    assert metadata["enableTLS"] in {"true", "false"}
     secret = load_all(SECRET_TEMPLATE)[0]
     for ref in auth["spec"]["secretTargetRef"]:
         assert ref["parameter"] in {"address", "password", "username", "host", "port"}
         assert ref["name"] == secret["metadata"]["name"] and ref["key"] in secret["stringData"]
+
+
+def test_keda_reaches_the_redis_of_the_secret_as_the_workers_do(docs):
+    """TLS on exactly when FENCE_REDIS_URL is rediss://; same host, port and password."""
+    secret = load_all(SECRET_TEMPLATE)[0]["stringData"]
+    url = urlsplit(secret["FENCE_REDIS_URL"])
+    metadata = docs[("ScaledObject", "fence-worker")]["spec"]["triggers"][0]["metadata"]
+    assert url.scheme == "rediss" and metadata["enableTLS"] == "true"
+    assert secret["REDIS_ADDRESS"] == url.netloc.rpartition("@")[2]  # host:port
+    assert secret["REDIS_PASSWORD"] == url.password
+    assert metadata["databaseIndex"] == url.path.lstrip("/")
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (kustomize) is not installed")
+def test_the_component_for_a_redis_without_tls_turns_only_kedas_tls_off(docs, tmp_path):
+    (tmp_path / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "resources": [os.path.relpath(BASE, tmp_path)],
+                "components": [os.path.relpath(WITHOUT_TLS, tmp_path)],
+            }
+        )
+    )
+    plain = by_key(kustomize(tmp_path) or [])
+    expected = copy.deepcopy(docs)
+    expected[("ScaledObject", "fence-worker")]["spec"]["triggers"][0]["metadata"]["enableTLS"] = (
+        "false"
+    )
+    assert plain == expected
+
+
+def test_the_example_overlay_names_the_image_namespace_and_ingress(docs, overlay):
+    """The base's image is a placeholder: the overlay replaces it in every container."""
+    objects = [doc for doc in overlay.values() if doc["kind"] not in KEDA_KINDS]
+    assert sorted(overlay) == sorted([*docs, ("Ingress", "fence-gateway")])
+    for doc in objects:
+        kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+    images = {c["image"] for doc in overlay.values() for c in containers(doc)}
+    assert images == {"registry.example.com/fence:0.1.0"}
+    assert {doc["metadata"].get("namespace") for doc in overlay.values()} == {"fence"}
+
+
+def test_the_ingress_serves_the_api_on_tls_only(overlay):
+    ingress = overlay[("Ingress", "fence-gateway")]
+    spec, annotations = ingress["spec"], ingress["metadata"]["annotations"]
+    [tls] = spec["tls"]
+    assert tls["secretName"]
+    assert {rule["host"] for rule in spec["rules"]} <= set(tls["hosts"])
+    assert annotations["nginx.ingress.kubernetes.io/force-ssl-redirect"] == "true"
+    service = overlay[("Service", "fence-gateway")]["spec"]
+    for rule in spec["rules"]:
+        [path] = rule["http"]["paths"]
+        assert (path["path"], path["pathType"]) == ("/v1", "Prefix")  # no open /metrics
+        backend = path["backend"]["service"]
+        assert backend["name"] == "fence-gateway"
+        assert backend["port"]["name"] in {port["name"] for port in service["ports"]}
+    assert float(annotations["nginx.ingress.kubernetes.io/proxy-read-timeout"]) > MAX_WAIT_S
+    body = annotations["nginx.ingress.kubernetes.io/proxy-body-size"]
+    assert body.endswith("m") and int(body[:-1]) * 2**20 > Settings().api_max_body_bytes
 
 
 def test_beat_is_a_single_replica_replaced_not_rolled(docs):
@@ -175,7 +284,16 @@ def test_beat_is_a_single_replica_replaced_not_rolled(docs):
 
 
 def test_flower_and_gateway_are_served_with_auth_from_the_secret(docs):
+    """Flower reads FLOWER_BASIC_AUTH, the settings check the same key as
+    FENCE_FLOWER_BASIC_AUTH (it refuses the template's placeholder)."""
     secret = load_all(SECRET_TEMPLATE)[0]
+    flower_env = env_of(
+        docs[("Deployment", "fence-flower")]["spec"]["template"]["spec"]["containers"][0]
+    )
+    assert (
+        flower_env["FENCE_FLOWER_BASIC_AUTH"]["valueFrom"]
+        == flower_env["FLOWER_BASIC_AUTH"]["valueFrom"]
+    )
     for name, variable in (
         ("fence-flower", "FLOWER_BASIC_AUTH"),
         ("fence-gateway", "FENCE_API_TOKENS"),
