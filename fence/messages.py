@@ -7,10 +7,11 @@ import re
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from fence.settings import get_settings
 from fence.tokens import count_tokens
+from fence.validation import InputModel, clip
 
 IDENTIFIER_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$")
 """Session ids, turn ids, agent names and idempotency keys: no ``{}`` (Redis hash
@@ -32,7 +33,7 @@ class Role(StrEnum):
 def validate_identifier(value: object, field: str) -> str:
     """Return ``value`` or raise ``ValueError`` naming ``field`` and the rule it breaks."""
     if not isinstance(value, str) or not IDENTIFIER_PATTERN.fullmatch(value):
-        raise ValueError(f"{field}: must be {IDENTIFIER_RULE} (got {value!r:.80})")
+        raise ValueError(f"{field}: must be {IDENTIFIER_RULE} (got {clip(repr(value))})")
     return value
 
 
@@ -72,7 +73,7 @@ def validate_turn_id(turn_id: object) -> str:
     return validate_identifier(turn_id, "turn_id")
 
 
-class ToolCall(BaseModel):
+class ToolCall(InputModel):
     """A model's request to run one tool with JSON arguments."""
 
     model_config = ConfigDict(frozen=True, hide_input_in_errors=True)
@@ -87,7 +88,7 @@ class ToolCall(BaseModel):
         return arguments if _stored(info) else _require_json(arguments, "arguments")
 
 
-class Message(BaseModel):
+class Message(InputModel):
     """One message of a conversation.
 
     ``tokens`` is counted when the message is created and stored with it, so

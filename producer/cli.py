@@ -29,10 +29,10 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
-from pydantic import ValidationError
 
 from fence import console
 from fence.errors import FenceError
+from fence.memory.sqlite import MissingDatabaseError
 from fence.memory.url import memory_factory
 from fence.messages import validate_session_id
 from fence.plain_json import nesting_rule, text_nesting
@@ -46,6 +46,7 @@ from fence.runs import (
 )
 from fence.runs.schema import MAX_METADATA_DEPTH
 from fence.settings import Settings, get_settings
+from fence.validation import InvalidInput
 from producer.local_stack import StackError
 
 EXIT_OK = 0
@@ -69,16 +70,6 @@ class CliError(Exception):
 
 
 # -- helpers ------------------------------------------------------------------
-
-
-def describe_validation(error: ValidationError) -> str:
-    """One line naming every bad field, e.g. ``message: must be a non-empty string``."""
-    parts = []
-    for item in error.errors():
-        where = ".".join(str(part) for part in item["loc"]) or "input"
-        text = str(item["msg"]).removeprefix("Value error, ")
-        parts.append(text if text.startswith(f"{where}:") else f"{where}: {text}")
-    return "; ".join(parts)
 
 
 def redact(url: str) -> str:
@@ -112,7 +103,9 @@ def emit_json(document: Any) -> None:
 
 
 def record_dict(record: RunRecord) -> dict[str, Any]:
-    return record.model_dump(mode="json")
+    """A run as ``--json`` prints it: the HTTP API's run view (``run_id``, not ``id``)."""
+    fields = record.model_dump(mode="json")
+    return {"run_id": fields.pop("id"), **fields}
 
 
 def print_record(record: RunRecord) -> None:
@@ -134,6 +127,7 @@ def print_record(record: RunRecord) -> None:
     ]
     if record.idempotency_key:
         rows.append(("idempotency key", record.idempotency_key))
+    rows.append(("message", record.message))
     if record.result:
         rows.append(("result", record.result))
     if record.error:
@@ -312,8 +306,13 @@ def cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_history(args: argparse.Namespace, settings: Settings) -> int:
     validate_session_id(args.session, "session")
-    memory = memory_factory(settings.memory)(args.session)
-    window = memory.get_window()  # the whole history and the system prompt, in one read
+    memory = memory_factory(settings.memory, missing_ok=False)(args.session)
+    try:
+        window = memory.get_window()  # the whole history and the system prompt, in one read
+    except MissingDatabaseError as error:  # reading creates no database
+        raise CliError(
+            f"FENCE_MEMORY: {error} (FENCE_MEMORY is {redact(settings.memory)})", code="not_found"
+        ) from None
     messages, system = window.messages, window.system
     if args.limit is not None:
         messages = messages[-args.limit :]
@@ -350,7 +349,7 @@ def session_state(settings: Settings, session_id: str) -> dict[str, Any]:
         try:
             active = record_dict(producer.store.get(info.active_run, session_id))
         except RunNotFound:
-            active = {"id": info.active_run, "state": "missing (record expired)"}
+            active = {"run_id": info.active_run, "state": "missing (record expired)"}
     return {
         "session_id": session_id,
         "state": info.state,
@@ -376,7 +375,9 @@ def cmd_session(args: argparse.Namespace, settings: Settings) -> int:
     print(f"session {args.session}: {state['state']}")
     active = state["active_run"]
     if active:
-        print(f"  active run  {active['id']} ({active['state']}, worker {active.get('worker')})")
+        print(
+            f"  active run  {active['run_id']} ({active['state']}, worker {active.get('worker')})"
+        )
         lease = state["lease"]
         if lease:
             print(
@@ -408,14 +409,14 @@ def redispatch(settings: Settings, state: dict[str, Any]) -> str:
         raise CliError(f"session {state['session_id']} is idle; nothing to re-dispatch")
     if state["lease"]:
         raise CliError(
-            f"session {state['session_id']}: a worker holds the lease on run {active['id']} "
+            f"session {state['session_id']}: a worker holds the lease on run {active['run_id']} "
             f"(expires in {state['lease']['expires_in_ms']} ms); it is running, not stuck"
         )
     from workers.app import create_app
     from workers.dispatch import dispatcher
 
-    dispatcher(create_app(settings))(state["session_id"], active["id"])
-    return f"published fence.run_turn for run {active['id']}"
+    dispatcher(create_app(settings))(state["session_id"], active["run_id"])
+    return f"published fence.run_turn for run {active['run_id']}"
 
 
 def demo_settings(settings: Settings) -> tuple[Any, Callable[[str], Any]]:
@@ -815,8 +816,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail(str(error), as_json, code=error.code, run_id=error.run_id)
     except StackError as error:
         return fail(str(error), as_json)
-    except ValidationError as error:
-        return fail(describe_validation(error), as_json)
+    except InvalidInput as error:
+        return fail("; ".join(problem.message for problem in error.problems), as_json)
     except RunNotFound as error:
         return fail(f"run: {error}", as_json, code="not_found", run_id=error.run_id)
     except IdempotencyConflict as error:

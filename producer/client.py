@@ -117,7 +117,8 @@ class Producer:
         strategy: str | Strategy = Strategy.ENQUEUE,
         metadata: dict[str, Any] | None = None,
     ) -> Run:
-        """Accept a run for ``session_id``; raise ``ValueError`` naming any bad field.
+        """Accept a run for ``session_id``. Bad input raises ``InvalidInput`` (a
+        ``ValueError``): one ``field: rule`` line per bad field, nothing queued.
 
         A rejected double text (``strategy="reject"`` on a busy session) is
         still accepted and recorded: its handle's ``result()`` raises

@@ -24,6 +24,7 @@ from typing import Any, TextIO
 from fence.memory.base import BaseMemory
 from fence.messages import Message, Role
 from fence.runs import RunRecord, RunState, RunTimeout
+from fence.validation import clip
 from producer.client import Producer
 
 PHRASES = (
@@ -174,7 +175,7 @@ def verify_history(messages: Sequence[Message], expected: Sequence[Submitted]) -
         texts = user_texts.get(item.run_id)
         if item.run_id in order and texts != [item.text]:
             problems.append(
-                f"{session}: turn {item.run_id} holds user message(s) {texts!r:.120}, "
+                f"{session}: turn {item.run_id} holds user message(s) {clip(repr(texts), 120)}, "
                 f"expected exactly {item.text!r}"
             )
     return problems

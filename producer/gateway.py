@@ -32,6 +32,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
+from urllib.parse import unquote
 
 import anyio
 import anyio.to_thread
@@ -41,17 +42,18 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST
-from pydantic import ValidationError
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match
+from starlette.routing import Match, Route
 
+from fence.memory.sqlite import MissingDatabaseError
 from fence.memory.url import memory_factory
 from fence.messages import validate_session_id
 from fence.plain_json import nesting_rule, text_nesting
 from fence.runs import IdempotencyConflict, RunNotFound, RunRecord, RunState, RunStore, RunTimeout
 from fence.runs.schema import MAX_METADATA_DEPTH
 from fence.settings import InvalidSettingsError, Settings, get_settings
+from fence.validation import InvalidInput, clip, problem
 from producer.client import Producer
 from producer.gateway_metrics import GatewayMetrics
 from producer.gateway_models import (
@@ -87,6 +89,9 @@ OPEN_PATHS = frozenset({"/healthz", "/metrics", "/openapi.json", "/docs", "/redo
 """Served without a token (probes, scrapers, the API document); everything else needs one."""
 NOT_JSON = "body: must be a JSON object sent with 'Content-Type: application/json'"
 NOT_UTF8 = "body: must be JSON encoded as UTF-8 (found bytes that are not UTF-8)"
+NO_DATABASE = (
+    "history: the memory database (FENCE_MEMORY) does not exist yet; no turn has been written to it"
+)
 
 ASGIApp = Callable[[MutableMapping[str, Any], Callable, Callable], Awaitable[None]]
 Scope = MutableMapping[str, Any]
@@ -129,22 +134,12 @@ def _error(status: int, code: str, message: str, **fields: Any) -> JSONResponse:
 # -- turning validation failures into "which field, which rule" ------------------------------
 
 
-def _strip_value_error(text: str) -> str:
-    return text.removeprefix("Value error, ").removeprefix("Assertion failed, ")
-
-
-def _with_field(field: str | None, message: str) -> str:
-    if field is None or message.startswith(f"{field}:"):
-        return message
-    return f"{field}: {message}"
-
-
-def _problems(errors: Iterable[dict[str, Any]], *, from_request: bool) -> list[FieldProblem]:
+def _problems(errors: Iterable[dict[str, Any]]) -> list[FieldProblem]:
     """Field and message of each pydantic error, without the offending input."""
     problems = []
     for error in errors:
         loc = [str(part) for part in error.get("loc", ())]
-        if from_request and loc and loc[0] in {"body", "path", "query", "header", "cookie"}:
+        if loc and loc[0] in {"body", "path", "query", "header", "cookie"}:
             loc = loc[1:]
         if error.get("type") == "json_invalid":
             detail = (error.get("ctx") or {}).get("error", "")
@@ -153,9 +148,9 @@ def _problems(errors: Iterable[dict[str, Any]], *, from_request: bool) -> list[F
         if error.get("type") == "extra_forbidden":
             message = f"unknown field; allowed: {', '.join(SubmitBody.model_fields)}"
         else:
-            message = _strip_value_error(str(error.get("msg", "invalid")))
-        field = ".".join(loc) if loc else "body"
-        problems.append(FieldProblem(field=field, message=_with_field(field, message)))
+            message = str(error.get("msg", "invalid"))
+        found = problem(loc or ["body"], message)
+        problems.append(FieldProblem(field=found.field, message=found.message))
     return problems or [FieldProblem(field=None, message="invalid request")]
 
 
@@ -170,8 +165,8 @@ REQUEST_FIELDS = frozenset({"session_id", *SubmitBody.model_fields})
 def _invalid_from_value_error(error: ValueError) -> GatewayError | None:
     """``Producer`` and the validators say ``"field: rule"``; keep that split. A ValueError
     naming no request field is not the client's fault (None: let it be a 500)."""
-    if isinstance(error, ValidationError):
-        return _invalid(_problems(error.errors(include_input=False), from_request=False))
+    if isinstance(error, InvalidInput):
+        return _invalid([FieldProblem(field=p.field, message=p.message) for p in error.problems])
     text = str(error)
     field, sep, _ = text.partition(":")
     if not sep or field not in REQUEST_FIELDS:
@@ -205,6 +200,25 @@ def _check_session(session_id: str) -> str:
         return validate_session_id(session_id)
     except ValueError as error:
         raise _invalid([FieldProblem(field="session_id", message=str(error))]) from None
+
+
+def _slashed_session(request: Request, routes: Iterable[Any]) -> GatewayError | None:
+    """Starlette decodes ``%2F`` before routing, so ``/v1/sessions/a%2Fb`` matches no
+    route. Matched on the path as sent, it is a session route with an invalid session
+    id: the 422 naming ``session_id``, not "no such path"."""
+    raw_path = request.scope.get("raw_path")
+    if raw_path is None:
+        return None
+    for route in routes:
+        if not isinstance(route, Route) or "session_id" not in route.param_convertors:
+            continue
+        match = route.path_regex.match(raw_path.decode("latin-1"))
+        if match and request.method in (route.methods or ()):
+            try:
+                _check_session(unquote(match["session_id"]))
+            except GatewayError as invalid:
+                return invalid
+    return None
 
 
 # -- the guard: auth and body size, before routing or parsing ---------------------------------
@@ -351,7 +365,8 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     descriptions = {
         400: "Malformed request framing (bad Content-Length).",
         401: "Missing or wrong bearer token.",
-        404: "No such run (never accepted, or its record expired).",
+        404: "No such run (never accepted, or its record expired); error.run_id is the id "
+        "asked for.",
         409: "Refused: the session is busy and the strategy is reject (error.code rejected; "
         "the run is recorded as rejected), or the idempotency key was first used with a "
         "different request (error.code idempotency_conflict). error.run_id names the run.",
@@ -393,6 +408,7 @@ def create_app(
         )
     store = producer.store
     open_memory = memory_factory(settings.memory)
+    read_history = memory_factory(settings.memory, missing_ok=False)  # creates no database
     probe = redis.Redis.from_url(
         settings.redis_url,
         decode_responses=True,
@@ -421,15 +437,19 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.producer = producer
+
+    def routes() -> list[Any]:
+        return [*v1.routes, *app.router.routes]
+
     app.add_middleware(
         Guard,
         tokens=settings.api_tokens,
         require_auth=require_auth,
         max_body=settings.api_max_body_bytes,
         metrics=metrics,
-        routes=lambda: [*v1.routes, *app.router.routes],
+        routes=routes,
     )
-    _install_error_handlers(app)
+    _install_error_handlers(app, routes)
 
     bearer = HTTPBearer(auto_error=False, description="A token from FENCE_API_TOKENS.")
     v1 = APIRouter(
@@ -454,6 +474,7 @@ def create_app(
             Header(
                 alias="Idempotency-Key",
                 description="The same as the body's idempotency_key (give one, or both equal).",
+                json_schema_extra=NAME_SCHEMA,
             ),
         ] = None,
     ) -> SubmitResponse:
@@ -568,6 +589,13 @@ def create_app(
     @v1.get(
         "/sessions/{session_id}/messages",
         response_model=HistoryPage,
+        responses={
+            404: {
+                "model": ErrorResponse,
+                "description": "FENCE_MEMORY names a SQLite file that does not exist yet: "
+                "no turn has been written to it (reading creates none).",
+            }
+        },
         summary="A session's history, newest first",
     )
     def get_messages(
@@ -580,7 +608,9 @@ def create_app(
     ) -> HistoryPage:
         _check_session(session_id)
         try:
-            messages = open_memory(session_id).get_messages()
+            messages = read_history(session_id).get_messages()
+        except MissingDatabaseError:
+            raise GatewayError(404, "not_found", NO_DATABASE) from None
         except Exception as error:  # the id is valid, so this is the backend's failure
             raise GatewayError(
                 503, "unavailable", f"memory backend: {type(error).__name__}"
@@ -654,29 +684,37 @@ async def _probe(check: Callable[[], None]) -> ComponentHealth:
             await anyio.to_thread.run_sync(check, abandon_on_cancel=True)
             return ComponentHealth(ok=True)
         except Exception as failure:
-            error = f"{type(failure).__name__}: {str(failure)[:200]}"
+            error = f"{type(failure).__name__}: {clip(str(failure), 200)}"
     return ComponentHealth(ok=False, error=error)
 
 
-def _install_error_handlers(app: FastAPI) -> None:
+def _install_error_handlers(app: FastAPI, routes: Callable[[], Sequence[Any]]) -> None:
     @app.exception_handler(GatewayError)
     async def gateway_error(_: Request, error: GatewayError) -> JSONResponse:
         return error.response()
 
     @app.exception_handler(RequestValidationError)
     async def request_invalid(request: Request, error: RequestValidationError) -> JSONResponse:
-        problems = _problems(error.errors(), from_request=True)
+        problems = _problems(error.errors())
         body_error = any(e.get("loc", ())[:1] == ("body",) for e in error.errors())
         if body_error and "json" not in request.headers.get("content-type", ""):
             problems = [FieldProblem(field="body", message=NOT_JSON)]
         return _invalid(problems).response()
 
     @app.exception_handler(RunNotFound)
-    async def run_not_found(_: Request, __: RunNotFound) -> JSONResponse:
-        return _error(404, "not_found", "run not found (never accepted, or its record expired)")
+    async def run_not_found(_: Request, error: RunNotFound) -> JSONResponse:
+        return _error(
+            404,
+            "not_found",
+            "run not found (never accepted, or its record expired)",
+            run_id=error.run_id,
+        )
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        invalid = _slashed_session(request, routes()) if error.status_code == 404 else None
+        if invalid is not None:
+            return invalid.response()
         codes = {404: "not_found", 405: "method_not_allowed"}
         message = {404: "no such path", 405: "method not allowed on this path"}.get(
             error.status_code, str(error.detail)

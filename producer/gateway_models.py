@@ -38,7 +38,9 @@ class ErrorDetail(BaseModel):
     field: str | None = Field(
         default=None, description="The request field at fault (422), else null."
     )
-    run_id: str | None = Field(default=None, description="The run concerned (409).")
+    run_id: str | None = Field(
+        default=None, description="The run concerned (409; 404: the run asked for)."
+    )
     details: list[FieldProblem] = Field(
         default_factory=list, description="Every problem found, when there are several (422)."
     )
@@ -96,11 +98,12 @@ class SubmitResponse(BaseModel):
 
 
 class RunView(BaseModel):
-    """A run's state. Timestamps are Unix epoch seconds. The message itself is not repeated."""
+    """A run's state and the message it answers. Timestamps are Unix epoch seconds."""
 
     run_id: str
     session_id: str
     agent: str
+    message: str = Field(description="The user message the run was submitted with.")
     strategy: Strategy
     state: RunState
     idempotency_key: str | None
@@ -124,7 +127,7 @@ class RunView(BaseModel):
 
     @classmethod
     def of(cls, record: RunRecord) -> RunView:
-        return cls(run_id=record.id, **record.model_dump(exclude={"id", "message"}))
+        return cls(run_id=record.id, **record.model_dump(exclude={"id"}))
 
 
 class SessionView(BaseModel):

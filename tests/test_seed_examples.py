@@ -1,4 +1,6 @@
-"""The memory documentation's examples, run as written with ``EchoModel`` for the hosted model.
+"""The seed's memory examples (the memory API's original documentation, kept here as code),
+run as written with ``EchoModel`` for the hosted model. ``docs/memory.md`` is that
+documentation rewritten for Fence; ``tests/test_docs_examples.py`` runs its examples.
 
 ``GPT4omini(source="app")`` and ``Claude35Sonnet(...)`` become ``EchoModel()``;
 DynamoDB becomes SQLite (DynamoDB runs these examples in its own tests). The

@@ -15,6 +15,7 @@ from fence.memory.fleeting import FleetingMemory
 from fence.messages import Message, Role
 from fence.models.base import Model
 from fence.tools import Tool, as_tool
+from fence.validation import clip
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,9 @@ class Agent:
         if role is not None:
             _require_text("role", role)
         if description is not None and not isinstance(description, str):
-            raise ValueError(f"description: must be a string or None (got {description!r:.40})")
+            raise ValueError(
+                f"description: must be a string or None (got {clip(repr(description), 40)})"
+            )
         if max_memory_size is not None and not _is_positive_int(max_memory_size):
             raise ValueError(
                 f"max_memory_size: must be a positive token count or None (got {max_memory_size!r})"
@@ -165,7 +168,7 @@ class Agent:
         model again.
         """
         if not isinstance(prompt, str) or not prompt.strip():
-            raise ValueError(f"prompt: must be a non-empty string (got {prompt!r:.40})")
+            raise ValueError(f"prompt: must be a non-empty string (got {clip(repr(prompt), 40)})")
         user_message = Message(role=Role.USER, content=prompt)
         check = checkpoint or (lambda: None)
         window = self.memory.get_window(self.max_memory_size)
@@ -236,7 +239,7 @@ class Agent:
 
 def _require_text(field: str, value: object) -> None:
     if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"{field}: must be a non-empty string (got {value!r:.40})")
+        raise ValueError(f"{field}: must be a non-empty string (got {clip(repr(value), 40)})")
 
 
 def _is_positive_int(value: object) -> bool:
@@ -251,7 +254,9 @@ def _tools_by_name(tools: Sequence[Callable[..., Any] | Tool]) -> dict[str, Tool
     by_name: dict[str, Tool] = {}
     for index, item in enumerate(tools):
         if not isinstance(item, Tool) and not callable(item):
-            raise ValueError(f"tools[{index}]: must be a function or Tool (got {item!r:.40})")
+            raise ValueError(
+                f"tools[{index}]: must be a function or Tool (got {clip(repr(item), 40)})"
+            )
         try:
             tool = as_tool(item)
         except ValueError as error:

@@ -30,6 +30,7 @@ from botocore.exceptions import (
 )
 
 from fence.errors import MemoryBackendError, MissingCredentialError
+from fence.validation import clip
 
 MAX_ATTEMPTS = 10
 RETRY_CONFIG = Config(
@@ -136,7 +137,7 @@ def translate(
                 f"{MAX_ATTEMPTS} attempts with backoff: raise its "
                 "capacity or quota, or slow down"
             )
-        message = str(exc.response.get("Error", {}).get("Message", ""))[:300]
+        message = clip(str(exc.response.get("Error", {}).get("Message", "")), 300)
         return MemoryBackendError(f"{action} on {where} failed ({code}): {message}")
     if isinstance(exc, BotoCoreError):
         return MemoryBackendError(f"{action} on {where} failed: {type(exc).__name__}: {exc}")

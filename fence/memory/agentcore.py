@@ -103,6 +103,7 @@ from fence.memory import _aws
 from fence.memory.base import BaseMemory, Window, take_window
 from fence.messages import Message
 from fence.settings import get_settings
+from fence.validation import clip
 
 logger = logging.getLogger(__name__)
 
@@ -243,13 +244,14 @@ class AgentCoreMemory(BaseMemory):
         need None."""
         super().__init__(session_id)
         if not isinstance(agent_id, str) or not agent_id:
-            raise ValueError(f"agent_id: must be a non-empty string (got {agent_id!r:.80})")
+            raise ValueError(f"agent_id: must be a non-empty string (got {clip(repr(agent_id))})")
         actor = agent_id if actor_id is None else actor_id
         field_name = "agent_id" if actor_id is None else "actor_id"
         if not isinstance(actor, str) or len(actor) > 255 or not ACTOR_ID_PATTERN.fullmatch(actor):
             raise ValueError(
                 f"{field_name}: AgentCore actor ids are 1-255 characters of letters, digits, "
-                f"- _ / and : between parts, starting with a letter or digit (got {actor!r:.80})"
+                "- _ / and : between parts, starting with a letter or digit "
+                f"(got {clip(repr(actor))})"
             )
         memory_id = memory_id or get_settings().agentcore_memory_id
         if not memory_id:
@@ -261,7 +263,7 @@ class AgentCoreMemory(BaseMemory):
         if not MEMORY_ID_PATTERN.fullmatch(memory_id):
             raise ValueError(
                 "memory_id: must look like '<name>-<10 letters or digits>' or its ARN "
-                f"(got {memory_id!r:.120})"
+                f"(got {clip(repr(memory_id), 120)})"
             )
         if page_size is not None and (
             isinstance(page_size, bool)

@@ -32,11 +32,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from fence.messages import Message, Role, validate_session_id, validate_turn_id
+from fence.validation import clip
 
 
 def validate_fence(token: object) -> int:
     if isinstance(token, bool) or not isinstance(token, int) or token < 1:
-        raise ValueError(f"fence: must be a positive integer token (got {token!r:.40})")
+        raise ValueError(f"fence: must be a positive integer token (got {clip(repr(token), 40)})")
     return token
 
 

@@ -98,6 +98,7 @@ from fence.errors import FencedOutError, MemoryBackendError, StaleWriteError
 from fence.memory import _aws
 from fence.memory.base import BaseMemory, Window, take_window
 from fence.messages import Message, utf8
+from fence.validation import clip
 
 logger = logging.getLogger(__name__)
 
@@ -185,7 +186,7 @@ class DynamoDBMemory(BaseMemory):
         if not isinstance(table_name, str) or not TABLE_NAME_PATTERN.fullmatch(table_name):
             raise ValueError(
                 "table_name: must be 3-255 characters of letters, digits, _ . - "
-                f"(got {table_name!r:.80})"
+                f"(got {clip(repr(table_name))})"
             )
         for field, name in (
             ("primary_key_name", primary_key_name),

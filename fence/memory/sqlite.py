@@ -6,6 +6,12 @@ in WAL mode (readers never block the writer), every write is one
 timeout, instead of failing), and each thread of each process has its own
 connection. A turn's messages, its turn id and the session's counter change
 in that one transaction, so a commit is all or nothing.
+
+Reading never creates the file: until something is written, every session
+reads as empty (an agent's first turn reads before it writes), or, opened with
+``missing_ok=False``, a read raises ``MissingDatabaseError`` naming the path
+(``fence history`` and the gateway's history: a mistyped ``FENCE_MEMORY`` is
+said, not hidden behind an empty history and a new empty file).
 """
 
 from __future__ import annotations
@@ -16,12 +22,12 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from functools import lru_cache
 from itertools import chain
 from pathlib import Path
 
-from fence.errors import FencedOutError, StaleWriteError
+from fence.errors import FencedOutError, FenceError, StaleWriteError
 from fence.memory.base import BaseMemory, Window, take_window
 from fence.messages import Message
 
@@ -49,26 +55,68 @@ CREATE TABLE IF NOT EXISTS fence_turns (
 ) WITHOUT ROWID;
 """
 
+NO_FILE = ""
+"""The cache key of the empty database that stands in for a file not written yet."""
+
 _connections = threading.local()
 
 
+class MissingDatabaseError(FenceError):
+    """A read that must find the database found no file: nothing has been written to it."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(f"no SQLite database at {path!r}: nothing has been written to it")
+        self.path = path
+
+
+def _cache() -> dict[str, tuple[int, sqlite3.Connection]]:
+    """This thread's connections by path, each with the pid that opened it."""
+    if not hasattr(_connections, "by_path"):
+        _connections.by_path = {}
+    return _connections.by_path
+
+
+def _open(db_path: str) -> sqlite3.Connection | None:
+    """This thread's open connection to ``db_path``, if it has one (none after a fork)."""
+    cached = _cache().get(db_path)
+    return cached[1] if cached is not None and cached[0] == os.getpid() else None
+
+
 def _connection(db_path: str) -> sqlite3.Connection:
-    """This thread's connection to ``db_path``; reopened after a fork."""
-    cache: dict[str, tuple[int, sqlite3.Connection]] = getattr(_connections, "by_path", None)
-    if cache is None:
-        cache = _connections.by_path = {}
-    pid = os.getpid()
-    cached = cache.get(db_path)
-    if cached is not None and cached[0] == pid:
-        return cached[1]
+    """This thread's connection to ``db_path`` (created if need be); reopened after a fork."""
+    conn = _open(db_path)
+    if conn is not None:
+        return conn
     conn = sqlite3.connect(db_path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
     if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
         _while_locked(lambda: conn.execute("PRAGMA journal_mode=WAL"))
     conn.execute("PRAGMA synchronous=NORMAL")
     _while_locked(lambda: conn.executescript(SCHEMA))
     _while_locked(lambda: _add_fence_column(conn))
-    cache[db_path] = (pid, conn)
+    _cache()[db_path] = (os.getpid(), conn)
     return conn
+
+
+def _no_file() -> sqlite3.Connection:
+    """An empty database with the schema, in memory: it answers every read as a file
+    nothing has been written to would, without creating one."""
+    conn = _open(NO_FILE)
+    if conn is None:
+        conn = sqlite3.connect(":memory:", isolation_level=None)
+        conn.executescript(SCHEMA)
+        _cache()[NO_FILE] = (os.getpid(), conn)
+    return conn
+
+
+@contextmanager
+def _transaction(conn: sqlite3.Connection, mode: str) -> Iterator[sqlite3.Connection]:
+    conn.execute(f"BEGIN {mode}")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
 
 
 def _add_fence_column(conn: sqlite3.Connection) -> None:
@@ -117,8 +165,14 @@ def _checked_path(path: str) -> str:
 class SQLiteMemory(BaseMemory):
     """A session stored in a SQLite file shared by threads and processes."""
 
-    def __init__(self, db_path: str | os.PathLike[str], session_id: str) -> None:
+    def __init__(
+        self, db_path: str | os.PathLike[str], session_id: str, *, missing_ok: bool = True
+    ) -> None:
+        """``missing_ok=False``: reading a file that does not exist raises
+        ``MissingDatabaseError`` instead of finding no history. Either way, only a
+        write creates the file."""
         super().__init__(session_id)
+        self.missing_ok = missing_ok
         if str(db_path) == ":memory:":
             self.db_path = ":memory:"
             return
@@ -126,16 +180,20 @@ class SQLiteMemory(BaseMemory):
         # must keep naming the same file if the process later changes directory.
         self.db_path = _checked_path(os.path.abspath(db_path))
 
-    @contextmanager
-    def _transaction(self, mode: str = "DEFERRED") -> Iterator[sqlite3.Connection]:
-        conn = _connection(self.db_path)
-        conn.execute(f"BEGIN {mode}")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+    def _reader(self) -> sqlite3.Connection:
+        """Where reads go: the file, or while it does not exist, an empty stand-in."""
+        path = self.db_path
+        if path == ":memory:" or _open(path) is not None or os.path.exists(path):
+            return _connection(path)
+        if not self.missing_ok:
+            raise MissingDatabaseError(path)
+        return _no_file()
+
+    def _reading(self) -> AbstractContextManager[sqlite3.Connection]:
+        return _transaction(self._reader(), "DEFERRED")
+
+    def _writing(self) -> AbstractContextManager[sqlite3.Connection]:
+        return _transaction(_connection(self.db_path), "IMMEDIATE")
 
     def _append(
         self,
@@ -144,7 +202,7 @@ class SQLiteMemory(BaseMemory):
         expected_last_seq: int | None,
         fence: int | None,
     ) -> bool:
-        with self._transaction("IMMEDIATE") as conn:
+        with self._writing() as conn:
             stored_seq, stored_fence, committed = conn.execute(
                 "SELECT (SELECT last_seq FROM fence_sessions WHERE session_id = ?1), "
                 "(SELECT fence FROM fence_sessions WHERE session_id = ?1), "
@@ -181,7 +239,7 @@ class SQLiteMemory(BaseMemory):
         return True
 
     def _claim_fence(self, token: int) -> None:
-        with self._transaction("IMMEDIATE") as conn:
+        with self._writing() as conn:
             row = conn.execute(
                 "SELECT fence FROM fence_sessions WHERE session_id = ?", (self.session_id,)
             ).fetchone()
@@ -201,7 +259,7 @@ class SQLiteMemory(BaseMemory):
         # One statement is one snapshot: the session row, then its messages newest
         # first, read only as far as the window takes them (one row of NULLs when
         # the session has none).
-        rows = _connection(self.db_path).execute(
+        rows = self._reader().execute(
             "SELECT s.last_seq, s.system_prompt, m.seq, m.turn_id, m.record "
             "FROM fence_sessions s LEFT JOIN fence_messages m ON m.session_id = s.session_id "
             "WHERE s.session_id = ? ORDER BY m.seq DESC",
@@ -222,7 +280,7 @@ class SQLiteMemory(BaseMemory):
             rows.close()
 
     def _read_all(self) -> list[Message]:
-        with self._transaction() as conn:
+        with self._reading() as conn:
             rows = conn.execute(
                 "SELECT seq, turn_id, record FROM fence_messages WHERE session_id = ? ORDER BY seq",
                 (self.session_id,),
@@ -230,7 +288,7 @@ class SQLiteMemory(BaseMemory):
             return list(self._rows_to_messages(rows))
 
     def _get_system(self) -> str | None:
-        with self._transaction() as conn:
+        with self._reading() as conn:
             row = conn.execute(
                 "SELECT system_prompt FROM fence_sessions WHERE session_id = ?",
                 (self.session_id,),
@@ -238,7 +296,7 @@ class SQLiteMemory(BaseMemory):
         return row[0] if row else None
 
     def _set_system(self, text: str) -> None:
-        with self._transaction("IMMEDIATE") as conn:
+        with self._writing() as conn:
             conn.execute(
                 "INSERT INTO fence_sessions (session_id, system_prompt) VALUES (?, ?) "
                 "ON CONFLICT(session_id) DO UPDATE SET system_prompt = excluded.system_prompt",
@@ -246,11 +304,11 @@ class SQLiteMemory(BaseMemory):
             )
 
     def _clear(self) -> None:
-        with self._transaction("IMMEDIATE") as conn:
+        with self._writing() as conn:
             conn.execute("DELETE FROM fence_messages WHERE session_id = ?", (self.session_id,))
 
     def _has_turn(self, turn_id: str) -> bool:
-        with self._transaction() as conn:
+        with self._reading() as conn:
             row = conn.execute(
                 "SELECT 1 FROM fence_turns WHERE session_id = ? AND turn_id = ?",
                 (self.session_id, turn_id),

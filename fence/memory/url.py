@@ -21,8 +21,11 @@ SCHEMES = ("sqlite", "dynamodb", "agentcore", "fleeting")
 INT_OPTIONS = {"ttl_seconds", "page_size"}
 
 
-def memory_factory(url: str) -> MemoryFactory:
-    """A function ``session_id -> memory`` for the backend ``url`` names."""
+def memory_factory(url: str, *, missing_ok: bool = True) -> MemoryFactory:
+    """A function ``session_id -> memory`` for the backend ``url`` names. With
+    ``missing_ok=False``, reading a SQLite file that does not exist raises
+    ``MissingDatabaseError`` (for readers of history; the other backends create
+    nothing on read anyway)."""
     parts = urlsplit(url)
     options: dict[str, object] = dict(parse_qsl(parts.query, strict_parsing=False))
     for name in INT_OPTIONS & options.keys():
@@ -38,7 +41,7 @@ def memory_factory(url: str) -> MemoryFactory:
             )
         from fence.memory.sqlite import SQLiteMemory
 
-        return lambda session_id: SQLiteMemory(db_path=path, session_id=session_id)
+        return lambda session_id: SQLiteMemory(path, session_id, missing_ok=missing_ok)
     if parts.scheme == "dynamodb":
         if not parts.netloc:
             raise ValueError("memory url: name the table, as in dynamodb://agent-memory")

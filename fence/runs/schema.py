@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from fence.messages import utf8, validate_identifier, validate_session_id
 from fence.plain_json import check_plain, nesting_rule, text_nesting
 from fence.settings import get_settings
+from fence.validation import InputModel
 
 MAX_METADATA_BYTES = 16 * 1024
 """Largest metadata, as the compact UTF-8 JSON it is stored as."""
@@ -85,7 +86,7 @@ class Strategy(StrEnum):
     """Cancel the running turn without committing it; run this one next."""
 
 
-class RunRequest(BaseModel):
+class RunRequest(InputModel):
     """A validated request to run one agent turn. Invalid input never reaches Redis."""
 
     model_config = ConfigDict(extra="forbid", hide_input_in_errors=True, frozen=True)

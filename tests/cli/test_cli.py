@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 
 import redis
@@ -40,16 +41,52 @@ def test_json_output_is_one_document_per_command(fence, runtime: Runtime):
     record = json.loads(submitted.out)
     assert submitted.code == 0
     assert record["session_id"] == sid and record["state"] in ("queued", "running", "succeeded")
-    runtime.producer.run(record["id"]).result(timeout=30)
+    runtime.producer.run(record["run_id"]).result(timeout=30)
 
-    status = json.loads(fence("status", record["id"], "--json").out)
+    status = json.loads(fence("status", record["run_id"], "--json").out)
     history = json.loads(fence("--json", "history", sid).out)
     session = json.loads(fence("session", sid, "--json").out)
 
     assert status["state"] == "succeeded" and status["result"] == "answer to: first"
     assert [m["content"] for m in history["messages"]] == ["first", "answer to: first"]
-    assert {m["turn_id"] for m in history["messages"]} == {record["id"]}
+    assert {m["turn_id"] for m in history["messages"]} == {record["run_id"]}
     assert session["state"] == "idle" and session["queued"] == [] and session["lease"] is None
+
+
+def test_status_names_the_run_and_shows_its_message_as_the_http_run_view_does(fence):
+    sid = session_id()
+    submitted = json.loads(fence("submit", sid, "what was asked", "--wait", "30", "--json").out)
+
+    shown = fence("status", submitted["run_id"])
+    as_json = json.loads(fence("status", submitted["run_id"], "--json").out)
+
+    assert re.search(r"^message +what was asked$", shown.out, re.MULTILINE), shown.out
+    assert as_json["run_id"] == submitted["run_id"] and "id" not in as_json
+    assert as_json["message"] == "what was asked"
+
+
+def test_history_of_a_database_that_does_not_exist_says_so_and_creates_none(
+    fence, tmp_path, monkeypatch
+):
+    monkeypatch.delenv("FENCE_MEMORY", raising=False)  # the default: sqlite:///fence.db
+    monkeypatch.chdir(tmp_path)
+
+    shown = fence("history", "s1")
+    as_json = fence("history", "s1", "--json")
+
+    expected = (
+        f"FENCE_MEMORY: no SQLite database at {str(tmp_path / 'fence.db')!r}: nothing has "
+        "been written to it (FENCE_MEMORY is sqlite:///fence.db)"
+    )
+    assert (shown.code, shown.out, shown.err) == (1, "", f"fence: error: {expected}\n")
+    assert as_json.code == 1
+    assert json.loads(as_json.out)["error"] == {
+        "code": "not_found",
+        "message": expected,
+        "field": "FENCE_MEMORY",
+        "run_id": None,
+    }
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_session_shows_the_running_turn_its_lease_and_the_queue_and_cancel_stops_both(
@@ -63,22 +100,22 @@ def test_session_shows_the_running_turn_its_lease_and_the_queue_and_cancel_stops
 
     session = json.loads(fence("session", sid, "--json").out)
     assert session["state"] == "busy"
-    assert session["active_run"]["id"] == first["id"]
+    assert session["active_run"]["run_id"] == first["run_id"]
     assert session["active_run"]["state"] == "running"
     assert session["lease"]["expires_in_ms"] > 0
-    assert session["queued"] == [second["id"]]
+    assert session["queued"] == [second["run_id"]]
     human = fence("session", sid).out
-    assert first["id"] in human and "lease       held" in human and second["id"] in human
+    assert first["run_id"] in human and "lease       held" in human and second["run_id"] in human
 
-    cancelled = fence("cancel", second["id"])
+    cancelled = fence("cancel", second["run_id"])
     assert cancelled.code == 0 and "cancelled (it had not started)" in cancelled.out
-    requested = fence("cancel", first["id"])
+    requested = fence("cancel", first["run_id"])
     assert requested.code == 0 and "cancel requested" in requested.out
     runtime.release(key)
-    assert runtime.producer.store.wait(first["id"], 30).state is RunState.CANCELLED
+    assert runtime.producer.store.wait(first["run_id"], 30).state is RunState.CANCELLED
 
-    again = fence("cancel", first["id"])  # idempotent, as over HTTP
-    assert again.code == 0 and again.out == f"run {first['id']} cancelled\n"
+    again = fence("cancel", first["run_id"])  # idempotent, as over HTTP
+    assert again.code == 0 and again.out == f"run {first['run_id']} cancelled\n"
     assert runtime.contents(sid) == []  # neither run wrote anything
 
 
@@ -104,15 +141,15 @@ def test_exit_codes_and_json_errors_agree_whatever_the_output_format(fence, runt
             assert all(r.out == "" and r.err.startswith("fence: error: ")
                        for r in (rejected, unknown, invalid))  # fmt: skip
     runtime.release(key)
-    assert runtime.producer.store.wait(busy["id"], 30).state is RunState.SUCCEEDED
+    assert runtime.producer.store.wait(busy["run_id"], 30).state is RunState.SUCCEEDED
 
-    finished = fence("cancel", busy["id"], "--json")
+    finished = fence("cancel", busy["run_id"], "--json")
     assert finished.code == 1
     assert json.loads(finished.out)["error"] == {
         "code": "terminal",
-        "message": f"run {busy['id']} already succeeded; nothing to cancel",
+        "message": f"run {busy['run_id']} already succeeded; nothing to cancel",
         "field": None,
-        "run_id": busy["id"],
+        "run_id": busy["run_id"],
     }
 
 
@@ -147,7 +184,7 @@ def test_idempotency_key_returns_the_existing_run(fence):
 
     second = fence("submit", sid, "once", "--idempotency-key", "k-1", "--wait", "30", "--json")
 
-    assert json.loads(second.out)["id"] == first["id"]
+    assert json.loads(second.out)["run_id"] == first["run_id"]
 
 
 def test_an_idempotency_key_reused_for_another_message_is_refused(fence):
@@ -158,7 +195,7 @@ def test_an_idempotency_key_reused_for_another_message_is_refused(fence):
 
     assert other.code == 1
     assert other.err == (
-        f"fence: error: idempotency_key: already used for run {first['id']} with a different "
+        f"fence: error: idempotency_key: already used for run {first['run_id']} with a different "
         "message; send the same request again, or use a new key\n"
     )
 

@@ -63,29 +63,29 @@ def test_status_cancel_and_session_show_a_corrupted_record(fence, runtime: Runti
         queued = json.loads(fence("submit", sid, "corrupt me", "--json").out)
         doomed = json.loads(fence("submit", sid, "fails unread", "--json").out)
         control = runtime.control
-        control.hset(keys.run(sid, queued["id"]), mapping={"metadata": "[" * 2_000})
-        control.hset(keys.run(sid, doomed["id"]), mapping={"accepted_at": "1e300"})
-        control.hset(keys.run(sid, doomed["id"]), mapping={"message": b"\xff\xfe"})
+        control.hset(keys.run(sid, queued["run_id"]), mapping={"metadata": "[" * 2_000})
+        control.hset(keys.run(sid, doomed["run_id"]), mapping={"accepted_at": "1e300"})
+        control.hset(keys.run(sid, doomed["run_id"]), mapping={"message": b"\xff\xfe"})
 
-        shown = fence("status", queued["id"])
+        shown = fence("status", queued["run_id"])
         assert shown.code == 0, shown.err
         assert "corrupt" in shown.out and "metadata" in shown.out
-        as_json = json.loads(fence("status", doomed["id"], "--json").out)
+        as_json = json.loads(fence("status", doomed["run_id"], "--json").out)
         assert "accepted_at" in as_json["corrupt"] and "message" in as_json["corrupt"]
         session = fence("session", sid, "--json")
         assert session.code == 0 and json.loads(session.out)["queued"] == [
-            queued["id"],
-            doomed["id"],
+            queued["run_id"],
+            doomed["run_id"],
         ]
-        cancelled = fence("cancel", queued["id"])
+        cancelled = fence("cancel", queued["run_id"])
         assert cancelled.code == 0, cancelled.err
         assert "cancelled (it had not started)" in cancelled.out
     finally:
         runtime.release(key)
 
     store = runtime.producer.store
-    assert store.wait(blocking["id"], 30).state is RunState.SUCCEEDED
-    failed = store.wait(doomed["id"], 30)
+    assert store.wait(blocking["run_id"], 30).state is RunState.SUCCEEDED
+    failed = store.wait(doomed["run_id"], 30)
     assert failed.state is RunState.FAILED and "run record unreadable" in (failed.error or "")
-    shown = fence("status", doomed["id"])
+    shown = fence("status", doomed["run_id"])
     assert shown.code == 0 and "run record unreadable" in shown.out

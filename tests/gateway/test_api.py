@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from fence.messages import Role, ToolCall
+from fence.messages import IDENTIFIER_RULE, Role, ToolCall
 from tests.support import REPO, new_key
 from workers.stack import start_redis
 
@@ -49,7 +49,7 @@ def test_a_submitted_run_is_accepted_then_long_polled_to_its_answer(client: http
     assert record["metadata"] == {"ticket": 42} and record["attempts"] == 1
     assert record["worker"].startswith("w")
     assert record["accepted_at"] <= record["started_at"] <= record["finished_at"]
-    assert "message" not in record
+    assert record["message"] == "hello there"
 
 
 def test_long_poll_returns_the_current_record_when_the_wait_ends_without_blocking_others(
@@ -332,6 +332,9 @@ def test_a_body_not_sent_as_json_says_so(stack: Stack, client: httpx.Client):
         ("POST", "/v1/sessions/-leading-dash/runs", "session_id"),
         ("GET", "/v1/sessions/bad%20id", "session_id"),
         ("GET", "/v1/sessions/bad%20id/messages", "session_id"),
+        ("POST", "/v1/sessions/a%2Fb/runs", "session_id"),
+        ("GET", "/v1/sessions/a%2Fb", "session_id"),
+        ("GET", "/v1/sessions/a%2Fb/messages", "session_id"),
         ("GET", "/v1/sessions/ok/messages?limit=0", "limit"),
         ("GET", "/v1/sessions/ok/messages?limit=501", "limit"),
         ("GET", "/v1/sessions/ok/messages?before_seq=zero", "before_seq"),
@@ -380,6 +383,44 @@ def test_an_oversized_body_is_413_before_it_is_parsed(stack: Stack, client: http
     )
     assert ok.status_code == 202
     finished(client, ok.json()["run_id"])
+
+
+def test_a_session_id_with_an_encoded_slash_is_422_with_the_rule_not_an_unknown_path(
+    stack: Stack, client: httpx.Client
+):
+    """Starlette decodes ``%2F`` before routing; the id is still the client's mistake."""
+    before = stack.fence_state()
+    for response in (
+        submit(client, "a%2Fb", "hi"),
+        client.get("/v1/sessions/a%2Fb"),
+        client.get("/v1/sessions/team%2Falice/messages", params={"limit": 5}),
+    ):
+        assert response.status_code == 422, response.text
+        error = response.json()["error"]
+        assert error["code"] == "invalid" and error["field"] == "session_id"
+        assert error["message"].startswith(f"session_id: must be {IDENTIFIER_RULE} (got '")
+    assert stack.fence_state() == before
+    for unknown in ("/v1/sessions/ok/nowhere", "/v1/sessions/a%2Fb/nowhere", "/v1/sessions/a/b"):
+        response = client.get(unknown)
+        assert response.status_code == 404, unknown
+        assert response.json()["error"] == {
+            "code": "not_found",
+            "message": "no such path",
+            "field": None,
+            "run_id": None,
+            "details": [],
+        }
+
+
+def test_an_unknown_run_is_404_naming_the_run_asked_for(client: httpx.Client):
+    for response in (
+        client.get("/v1/runs/no-such-run"),
+        client.get("/v1/runs/no-such-run", params={"wait": 5}),
+        client.post("/v1/runs/no-such-run/cancel"),
+    ):
+        assert response.status_code == 404, response.text
+        error = response.json()["error"]
+        assert error["code"] == "not_found" and error["run_id"] == "no-such-run"
 
 
 def test_unknown_runs_paths_and_methods_use_the_error_shape(client: httpx.Client):
@@ -474,6 +515,31 @@ def test_healthz_names_the_failed_component_and_loopback_runs_without_auth(tmp_p
     assert "ConnectionError" in both_down.json()["components"]["redis"]["error"]
     assert submit_down.status_code == 503
     assert submit_down.json()["error"]["code"] == "unavailable"
+
+
+def test_history_from_a_database_that_does_not_exist_is_404_and_creates_none(
+    stack: Stack, tmp_path
+):
+    """Reads never create a SQLite file: a gateway pointed at the wrong path says so."""
+    database = tmp_path / "absent.db"
+    env = {**stack.runtime.env, "FENCE_MEMORY": f"sqlite:///{database}", "FENCE_API_TOKENS": ""}
+    gateway, base_url = launch_gateway(env, tmp_path, "gateway-no-database")
+    try:
+        with httpx.Client(base_url=base_url, timeout=30) as client:
+            history = client.get("/v1/sessions/s1/messages")
+            health = client.get("/healthz")
+    finally:
+        gateway.stop()
+
+    assert history.status_code == 404, history.text
+    error = history.json()["error"]
+    assert error["code"] == "not_found" and error["field"] is None
+    assert error["message"] == (
+        "history: the memory database (FENCE_MEMORY) does not exist yet; "
+        "no turn has been written to it"
+    )
+    assert health.status_code == 200  # nothing written yet is not an outage
+    assert not database.exists()
 
 
 def test_the_launcher_refuses_a_public_address_without_tokens(tmp_path):
