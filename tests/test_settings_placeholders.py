@@ -5,8 +5,6 @@ line naming each variable and never the value."""
 
 from __future__ import annotations
 
-import subprocess
-
 import pytest
 import yaml
 from pydantic import ValidationError
@@ -14,7 +12,7 @@ from pydantic import ValidationError
 from fence.settings import PLACEHOLDER_RULE, Settings, describe_settings_error
 from tests.deploy.test_compose import env_example
 from tests.support import REPO
-from tests.test_settings_secrets import ENTRY_POINTS, _clean_environ
+from tests.test_settings_secrets import ENTRY_POINTS, run_entry_point
 from workers.stack import free_port
 
 SECRET_TEMPLATE = REPO / "ops" / "k8s" / "secret.example.yaml"
@@ -38,18 +36,9 @@ def settings_from(env: dict[str, str]) -> Settings:
 
 @pytest.mark.parametrize("entry_point", ENTRY_POINTS)
 def test_every_entry_point_refuses_the_example_secrets_in_one_line(entry_point, tmp_path):
-    argv = [part.replace("{tmp}", str(tmp_path)) for part in ENTRY_POINTS[entry_point]]
     secrets = example_secrets()
     secrets["FENCE_REDIS_URL"] = f"redis://:REPLACE-redis-password@127.0.0.1:{free_port()}/0"
-    result = subprocess.run(
-        argv,
-        env={**_clean_environ(), **secrets, "PYTHONPATH": str(REPO)},
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        timeout=60,
-    )
+    result = run_entry_point(entry_point, tmp_path, {**secrets, "PYTHONPATH": str(REPO)})
 
     assert result.returncode != 0, result.stdout
     [line] = [line for line in result.stdout.splitlines() if PLACEHOLDER_RULE in line]

@@ -60,11 +60,10 @@ def leaked(output: str) -> list[str]:
     ]  # fmt: skip
 
 
-@pytest.mark.parametrize("entry_point", ENTRY_POINTS)
-def test_a_settings_error_names_the_rule_and_no_secret(entry_point, tmp_path):
+def run_entry_point(entry_point: str, tmp_path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """Start ``entry_point`` with only ``env`` beside a clean environment; its output."""
     argv = [part.replace("{tmp}", str(tmp_path)) for part in ENTRY_POINTS[entry_point]]
-    env = {**secret_env(free_port()), **BAD_LEASE}
-    result = subprocess.run(
+    return subprocess.run(
         argv,
         env={**_clean_environ(), **env},
         cwd=tmp_path,
@@ -73,6 +72,11 @@ def test_a_settings_error_names_the_rule_and_no_secret(entry_point, tmp_path):
         text=True,
         timeout=60,
     )
+
+
+@pytest.mark.parametrize("entry_point", ENTRY_POINTS)
+def test_a_settings_error_names_the_rule_and_no_secret(entry_point, tmp_path):
+    result = run_entry_point(entry_point, tmp_path, {**secret_env(free_port()), **BAD_LEASE})
 
     assert result.returncode != 0, result.stdout
     assert RULE in result.stdout

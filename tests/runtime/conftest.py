@@ -77,13 +77,20 @@ def dynamodb_runtime(memory_endpoint, redis_url, tmp_path) -> Iterator[Runtime]:
 
     Its processes stop before the endpoint does, so none waits on a dead endpoint.
     """
-    with fresh_runtime(redis_url, tmp_path) as runtime:
+    with on_memory_endpoint(memory_endpoint, redis_url, tmp_path) as runtime:
+        yield runtime
+
+
+@contextmanager
+def on_memory_endpoint(
+    endpoint: MemoryEndpoint, redis_url: str, directory: Path, control_url: str | None = None
+) -> Iterator[Runtime]:
+    """A fresh runtime whose memory is ``OUTAGE_TABLE`` on ``endpoint``."""
+    with fresh_runtime(redis_url, directory, control_url=control_url) as runtime:
         runtime.use_memory(
-            memory_endpoint.memory_url(OUTAGE_TABLE),
-            memory_endpoint.opener(OUTAGE_TABLE),
-            DUMMY_ENV,
+            endpoint.memory_url(OUTAGE_TABLE), endpoint.opener(OUTAGE_TABLE), DUMMY_ENV
         )
         try:
             yield runtime
         finally:
-            memory_endpoint.resume()  # a test that failed while it was stopped
+            endpoint.resume()  # a test that failed while it was stopped

@@ -14,8 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.memory.aws_server import DUMMY_ENV
-from tests.runtime.conftest import OUTAGE_TABLE, fresh_runtime
+from tests.runtime.conftest import on_memory_endpoint
 from tests.runtime.test_liveness import mtime, until, with_liveness
 from tests.support import REPO, Runtime
 from tests.test_settings_secrets import _clean_environ, leaked, secret_env
@@ -55,16 +54,10 @@ def liveness(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 @pytest.fixture
 def probed_runtime(restartable_redis, memory_endpoint, redis_url, tmp_path) -> Iterator[Runtime]:
     """A runtime on a Redis and a DynamoDB endpoint that the test may break."""
-    with fresh_runtime(restartable_redis.url, tmp_path, control_url=redis_url) as runtime:
-        runtime.use_memory(
-            memory_endpoint.memory_url(OUTAGE_TABLE),
-            memory_endpoint.opener(OUTAGE_TABLE),
-            DUMMY_ENV,
-        )
-        try:
-            yield runtime
-        finally:
-            memory_endpoint.resume()
+    with on_memory_endpoint(
+        memory_endpoint, restartable_redis.url, tmp_path, control_url=redis_url
+    ) as runtime:
+        yield runtime
 
 
 def test_readiness_follows_the_dependencies_and_liveness_the_worker(
