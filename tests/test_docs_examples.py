@@ -33,6 +33,7 @@ from pathlib import Path
 import pytest
 
 from tests.memory import aws_server
+from tests.support import MemoryEndpoint
 from workers.stack import (
     WORKER_READY,
     free_port,
@@ -144,8 +145,11 @@ def run(block: Block, env: dict[str, str], cwd: Path) -> subprocess.CompletedPro
 
 @pytest.fixture(scope="module")
 def aws_env(tmp_path_factory) -> Iterator[dict[str, str]]:
-    """A moto server on a free port, set up by the docs' own set-up commands."""
-    with aws_server.moto_server() as url:
+    """A moto server of its own (a process: moto's state is per process, and the memory
+    tests' server in this one holds their sessions), set up by the docs' own commands."""
+    endpoint = MemoryEndpoint(tmp_path_factory.mktemp("aws"))
+    try:
+        url = endpoint.url
         env = with_repo({**aws_server.dummy_aws_environ(clean_environ()), "AWS_ENDPOINT_URL": url})
         directory = tmp_path_factory.mktemp("aws-setup")
         for block in (b for b in BLOCKS if b.run_kind == "aws setup"):
@@ -153,6 +157,8 @@ def aws_env(tmp_path_factory) -> Iterator[dict[str, str]]:
             assert done.returncode == 0, f"{block.id}\n{done.stderr}"
             env.update(re.findall(r"^export (\w+)=(\S+)$", done.stderr, flags=re.MULTILINE))
         yield env
+    finally:
+        endpoint.stop()
 
 
 @pytest.fixture(scope="module")

@@ -109,7 +109,9 @@ MAX_ITEM_BYTES = 400 * 1024
 MAX_TRANSACTION_BYTES = 4 * 1024 * 1024
 MAX_BATCH_GET = 100
 MAX_BATCH_WRITE = 25
-MAX_WRITE_ATTEMPTS = 60
+WRITE_CONTENTION_BUDGET_S = 60.0
+"""How long an append keeps retrying while other writers win the race for its seq: long
+enough that a writer starved by busier ones (a loaded host) still gets its turn."""
 GUESS_TOKENS_PER_MESSAGE = 24
 """First guess of a message's size, used to size the first read of a window."""
 SEQ_DIGITS = 20
@@ -361,7 +363,9 @@ class DynamoDBMemory(BaseMemory):
     ) -> bool:
         records = self._encode(messages)
         head: _Head | None = None  # None: read it first
-        for attempt in range(MAX_WRITE_ATTEMPTS):
+        deadline = time.monotonic() + WRITE_CONTENTION_BUDGET_S
+        attempt = 0
+        while time.monotonic() < deadline:
             if expected_last_seq is not None:
                 seen = expected_last_seq
             else:
@@ -407,10 +411,12 @@ class DynamoDBMemory(BaseMemory):
                 attempt + 1,
                 ",".join(reasons),
             )
-            _aws.backoff(attempt)
+            _aws.backoff(min(attempt, 10))  # the delay stops growing at its cap
+            attempt += 1
         raise MemoryBackendError(
             f"{self._what}: gave up appending to session {self.session_id!r} after "
-            f"{MAX_WRITE_ATTEMPTS} attempts: too many concurrent writers; nothing was written"
+            f"{WRITE_CONTENTION_BUDGET_S:g} s and {attempt} attempts: too many concurrent "
+            "writers; nothing was written"
         )
 
     def _commit(
