@@ -27,7 +27,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from fence.settings import get_settings
+from fence.settings import InvalidSettingsError, get_settings
 
 HEARTBEAT_INTERVAL_S = 2.0
 """How often Celery's consumer sends its heartbeat (``Heart``'s default); a probe's
@@ -101,7 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    path = args.file or get_settings().liveness_file
+    try:
+        path = args.file or get_settings().liveness_file
+    except InvalidSettingsError as error:  # one line, as every entry point says it
+        print(f"stale: {error}", file=sys.stderr)
+        return EXIT_STALE
     if path is None:
         print("FENCE_LIVENESS_FILE: not set; the worker writes no heartbeat", file=sys.stderr)
         return EXIT_UNSET

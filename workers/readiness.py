@@ -28,6 +28,7 @@ import redis
 
 from fence.memory.url import memory_factory
 from fence.settings import InvalidSettingsError, Settings, get_settings
+from fence.validation import clip
 from workers.liveness import seconds
 
 READINESS_SESSION = "fence-readiness"
@@ -60,7 +61,7 @@ def run_checks(checks: Mapping[str, Check], timeout: float) -> dict[str, str | N
             check()
             failures[name] = None
         except Exception as error:  # any failure of a dependency means not ready
-            failures[name] = f"{type(error).__name__}: {str(error)[:200]}"
+            failures[name] = f"{type(error).__name__}: {clip(str(error), 200)}"
 
     threads = [
         threading.Thread(target=run, args=item, name=f"ready-{item[0]}", daemon=True)

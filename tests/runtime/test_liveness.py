@@ -142,3 +142,17 @@ def test_the_probe_without_a_file_or_a_setting(tmp_path, monkeypatch, capsys):
     finally:
         get_settings.cache_clear()
     assert "FENCE_LIVENESS_FILE: not set" in capsys.readouterr().err
+
+
+def test_the_probe_reports_a_bad_setting_in_one_line(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "workers.liveness", "--max-age", "5"],
+        env={**os.environ, "FENCE_LEASE_MS": "soon"},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.startswith("stale: FENCE_LEASE_MS: ") and done.stderr.count("\n") == 1
