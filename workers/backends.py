@@ -63,7 +63,6 @@ class BackendCalls:
         settings: Settings,
         lost: threading.Event | None = None,
     ) -> None:
-        self._ids = (session_id, run_id)
         self._lost = lost or threading.Event()
         self._holding = lost is not None
         self._settings = settings
@@ -117,4 +116,4 @@ class BackendCalls:
         )
 
     def _lease_lost(self) -> LeaseLost:
-        return LeaseLost(*self._ids)
+        return LeaseLost(self._context["session_id"], self._context["run_id"])
