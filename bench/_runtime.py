@@ -41,8 +41,9 @@ from fence.messages import Role
 from fence.runs import RunRecord, RunState, RunStore, RunTimeout, keys
 from fence.settings import Settings
 from producer import Producer, Run
+from producer.stack.launch import launch_worker, start_beat, start_redis
+from producer.stack.processes import ManagedProcess
 from workers.app import create_app
-from workers.stack import ManagedProcess, launch_worker, start_beat, start_redis
 
 REPO = Path(__file__).resolve().parent.parent
 AGENT = "bench"

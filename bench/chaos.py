@@ -93,7 +93,8 @@ from bench.local_dynamodb import local_dynamodb  # noqa: E402
 from fence.runs import RunRecord, RunState, keys  # noqa: E402
 from fence.settings import Settings  # noqa: E402
 from producer import Producer, Run  # noqa: E402
-from workers.stack import ManagedProcess, start_redis  # noqa: E402
+from producer.stack.launch import start_redis  # noqa: E402
+from producer.stack.processes import ManagedProcess  # noqa: E402
 
 RECOVERY_ENV = {
     "FENCE_LEASE_MS": "3000",

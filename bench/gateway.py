@@ -43,13 +43,8 @@ import httpx  # noqa: E402
 from bench._runtime import REPO, BenchRuntime, Target, WorkerLayout, run_program  # noqa: E402
 from fence.runs import RunRecord, RunState  # noqa: E402
 from producer import Producer  # noqa: E402
-from workers.stack import (  # noqa: E402
-    GATEWAY_MODULE,
-    GATEWAY_READY,
-    ManagedProcess,
-    free_port,
-    ready,
-)
+from producer.stack.launch import GATEWAY_MODULE, GATEWAY_READY, ready  # noqa: E402
+from producer.stack.processes import ManagedProcess, free_port  # noqa: E402
 
 AGENT = "demo"
 WAIT_S = 60

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fence.memory.aws_setup import create_dynamodb_table
-from workers.stack import ManagedProcess
+from producer.stack.processes import ManagedProcess
 
 READY = r"moto ready on (\S+)"
 TABLE = "agent-memory"

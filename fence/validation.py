@@ -58,6 +58,11 @@ class InvalidInput(ValueError):
         return self.problems[0].field
 
     @classmethod
+    def at(cls, field: str, rule: str) -> InvalidInput:
+        """One problem with ``field``; ``rule`` may already start with ``field:``."""
+        return cls([problem([field], rule)])
+
+    @classmethod
     def from_pydantic(cls, error: ValidationError) -> InvalidInput:
         """The field and rule of each of pydantic's errors; never the input."""
         errors = error.errors(include_input=False, include_url=False, include_context=False)

@@ -11,16 +11,23 @@ behind the session's earlier turns) and throughput.
 
 from __future__ import annotations
 
+import io
 import math
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+import rich.progress
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from fence import console
 from fence.memory.base import BaseMemory
 from fence.messages import Message, Role
 from fence.runs import RunRecord, RunState, RunTimeout
@@ -93,19 +100,41 @@ class DemoReport:
 
 
 class Progress:
-    """A progress bar on plain stdout: redrawn in place on a terminal, a line per
-    10% otherwise (logs and CI keep readable output)."""
+    """How far the demo is: rich's live bar on a terminal; elsewhere (a log, CI, a pipe)
+    a plain line at the first finished turn and at each further tenth. ``shown=False``
+    prints nothing. Use it as a context manager: the live bar ends with the block."""
 
-    def __init__(self, total: int, out: TextIO | None = None, width: int = 30) -> None:
+    def __init__(self, total: int, out: TextIO | None = None, *, shown: bool = True) -> None:
         self.total = max(total, 1)
         self.out = out or sys.stdout
-        self.width = width
+        self.shown = shown
         self.ok = 0
         self.failed = 0
-        self._tty = bool(getattr(self.out, "isatty", lambda: False)())
-        self._last_decile = -1
         self._lock = threading.Lock()
         self._start = time.monotonic()
+        self._last_tenth = -1
+        terminal = Console(file=self.out)
+        self._bar = rich.progress.Progress(
+            rich.progress.BarColumn(),
+            rich.progress.TextColumn("{task.description}", markup=False),
+            console=terminal,
+            redirect_stdout=False,  # other threads print too (fence stack's log lines)
+            redirect_stderr=False,
+            disable=not (shown and terminal.is_terminal and not terminal.is_dumb_terminal),
+        )
+        self._task = self._bar.add_task(self.line(), total=self.total)
+
+    def __enter__(self) -> Progress:
+        self._bar.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._bar.stop()
+
+    def line(self) -> str:
+        done = self.ok + self.failed
+        rate = done / max(time.monotonic() - self._start, 1e-9)
+        return f"{done}/{self.total} turns  ok {self.ok}  failed {self.failed}  {rate:.0f}/s"
 
     def advance(self, succeeded: bool) -> None:
         with self._lock:
@@ -113,26 +142,12 @@ class Progress:
                 self.ok += 1
             else:
                 self.failed += 1
-            self._draw()
-
-    def _draw(self) -> None:
-        done = self.ok + self.failed
-        filled = self.width * done // self.total
-        bar = "#" * filled + "-" * (self.width - filled)
-        rate = done / max(time.monotonic() - self._start, 1e-9)
-        line = (
-            f"[{bar}] {done}/{self.total} turns  ok {self.ok}  failed {self.failed}  {rate:.0f}/s"
-        )
-        if self._tty:
-            self.out.write("\r" + line)
-            if done == self.total:
-                self.out.write("\n")
-        else:
-            decile = 10 * done // self.total
-            if decile != self._last_decile:
-                self._last_decile = decile
-                self.out.write(line + "\n")
-        self.out.flush()
+            done = self.ok + self.failed
+            if not self._bar.disable:
+                self._bar.update(self._task, completed=done, description=self.line())
+            elif self.shown and (tenth := 10 * done // self.total) != self._last_tenth:
+                self._last_tenth = tenth
+                console.say(self.line(), self.out)
 
 
 def verify_history(messages: Sequence[Message], expected: Sequence[Submitted]) -> list[str]:
@@ -202,7 +217,7 @@ def run_demo(
     prefix = f"demo-{uuid.uuid4().hex[:8]}"
     session_ids = [f"{prefix}-{index:03d}" for index in range(1, sessions + 1)]
     report = DemoReport(sessions=sessions, turns=sessions * turns)
-    bar = Progress(report.turns, out) if progress else None
+    bar = Progress(report.turns, out, shown=progress)
     deadline = time.monotonic() + timeout
     submitted: dict[str, list[Submitted]] = {}
     records: dict[str, RunRecord | str] = {}
@@ -225,51 +240,70 @@ def run_demo(
                 outcome = str(error)
             with lock:
                 records[item.run_id] = outcome
-            if bar:
-                bar.advance(isinstance(outcome, RunRecord) and outcome.state is RunState.SUCCEEDED)
+            bar.advance(_succeeded(outcome))
 
     started = time.monotonic()
-    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="fence-demo") as pool:
+    with bar, ThreadPoolExecutor(concurrency, thread_name_prefix="fence-demo") as pool:
         futures = [pool.submit(drive, i, sid) for i, sid in enumerate(session_ids)]
         for future in futures:
             error = future.exception()
             if error is not None:
                 report.problems.append(f"client error: {type(error).__name__}: {error}")
     report.wall_s = time.monotonic() - started
-
     for session_id in session_ids:
-        expected = submitted.get(session_id, [])
-        session_problems: list[str] = []
-        for item in expected:
-            outcome = records.get(item.run_id, "never finished")
-            if isinstance(outcome, RunRecord) and outcome.state is RunState.SUCCEEDED:
-                report.ok += 1
-                if outcome.finished_at is not None:
-                    report.latencies_s.append(outcome.finished_at - outcome.accepted_at)
-                continue
-            report.failed += 1
-            if isinstance(outcome, RunRecord):
-                detail = f"{outcome.state.value}: {outcome.error or 'no error recorded'}"
-            else:
-                detail = outcome
-            session_problems.append(f"{session_id}: run {item.run_id} {detail}")
-        if expected:
-            messages = open_memory(session_id).get_messages()
-            session_problems += verify_history(messages, expected)
-        if expected and not session_problems:
-            report.verified_sessions += 1
-        report.problems += session_problems
+        check_session(report, submitted.get(session_id, []), records, open_memory)
     return report
+
+
+def _succeeded(outcome: RunRecord | str) -> bool:
+    return isinstance(outcome, RunRecord) and outcome.state is RunState.SUCCEEDED
+
+
+def check_session(
+    report: DemoReport,
+    expected: Sequence[Submitted],
+    outcomes: Mapping[str, RunRecord | str],
+    open_memory: Callable[[str], BaseMemory],
+) -> None:
+    """Count one session's runs into ``report`` and check its history against them;
+    ``outcomes`` holds each finished run's record, or why it has none."""
+    if not expected:
+        return
+    session_id = expected[0].session_id
+    problems: list[str] = []
+    for item in expected:
+        outcome = outcomes.get(item.run_id, "never finished")
+        if isinstance(outcome, RunRecord) and _succeeded(outcome):
+            report.ok += 1
+            if outcome.finished_at is not None:
+                report.latencies_s.append(outcome.finished_at - outcome.accepted_at)
+            continue
+        report.failed += 1
+        if isinstance(outcome, RunRecord):
+            detail = f"{outcome.state.value}: {outcome.error or 'no error recorded'}"
+        else:
+            detail = outcome
+        problems.append(f"{session_id}: run {item.run_id} {detail}")
+    problems += verify_history(open_memory(session_id).get_messages(), expected)
+    if not problems:
+        report.verified_sessions += 1
+    report.problems += problems
 
 
 def _ms(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds * 1000:.1f} ms"
 
 
+SUMMARY_COLUMNS = ("sessions", "turns", "ok", "failed", "p50 latency", "p95 latency", "throughput")
+PROBLEMS_SHOWN = 20
+
+
 def format_summary(report: DemoReport) -> str:
     """The summary table and the verdict of the history check."""
-    header = ("sessions", "turns", "ok", "failed", "p50 latency", "p95 latency", "throughput")
-    row = (
+    table = Table(box=box.ASCII)
+    for name in SUMMARY_COLUMNS:
+        table.add_column(name, justify="right")
+    table.add_row(
         str(report.sessions),
         str(report.turns),
         str(report.ok),
@@ -278,14 +312,8 @@ def format_summary(report: DemoReport) -> str:
         _ms(report.percentile(95)),
         f"{report.throughput:.1f} turns/s",
     )
-    widths = [max(len(h), len(v)) for h, v in zip(header, row, strict=True)]
-    rule = "+".join("-" * (w + 2) for w in widths)
     lines = [
-        "+" + rule + "+",
-        "| " + " | ".join(h.rjust(w) for h, w in zip(header, widths, strict=True)) + " |",
-        "+" + rule + "+",
-        "| " + " | ".join(v.rjust(w) for v, w in zip(row, widths, strict=True)) + " |",
-        "+" + rule + "+",
+        plain_text(table),
         f"latency = accepted -> finished (includes queueing behind the session's earlier "
         f"turns); wall time {report.wall_s:.2f} s",
     ]
@@ -299,7 +327,15 @@ def format_summary(report: DemoReport) -> str:
             f"history check: FAILED - {report.verified_sessions}/{report.sessions} sessions "
             f"verified, {len(report.problems)} problem(s):"
         )
-        lines += [f"  - {problem}" for problem in report.problems[:20]]
-        if len(report.problems) > 20:
-            lines.append(f"  ... and {len(report.problems) - 20} more")
+        lines += [f"  - {problem}" for problem in report.problems[:PROBLEMS_SHOWN]]
+        if len(report.problems) > PROBLEMS_SHOWN:
+            lines.append(f"  ... and {len(report.problems) - PROBLEMS_SHOWN} more")
     return "\n".join(lines)
+
+
+def plain_text(renderable: Any) -> str:
+    """A rich renderable as plain text at its natural width: no colour, no wrapping."""
+    text = Console(file=io.StringIO(), width=10_000, color_system=None, markup=False)
+    with text.capture() as captured:
+        text.print(renderable)
+    return captured.get().rstrip("\n")

@@ -23,9 +23,10 @@ from fence.memory.dynamodb import DynamoDBMemory
 from fence.memory.sqlite import SQLiteMemory
 from fence.settings import Settings
 from producer import Producer
+from producer.stack.launch import start_beat, start_redis, start_worker
+from producer.stack.processes import ManagedProcess, free_port
 from tests.memory import aws_server
 from tests.memory.moto_process import READY as MOTO_READY
-from workers.stack import ManagedProcess, free_port, start_beat, start_redis, start_worker
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -32,17 +32,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.memory import aws_server
-from tests.support import MemoryEndpoint
-from workers.stack import (
+from producer.stack.launch import (
     WORKER_READY,
-    free_port,
     gateway_missing,
     launch_gateway,
     launch_worker,
     ready,
     start_redis,
 )
+from producer.stack.processes import free_port
+from tests.memory import aws_server
+from tests.support import MemoryEndpoint
 
 REPO = Path(__file__).resolve().parent.parent
 DOCS = REPO / "docs"

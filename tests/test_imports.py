@@ -10,7 +10,14 @@ import sys
 
 from tests.support import REPO
 
-MODULES = ["fence", "workers", "producer", "producer.cli", "producer.gateway", "workers.stack"]
+MODULES = [
+    "fence",
+    "workers",
+    "producer",
+    "producer.cli.main",
+    "producer.gateway",
+    "producer.stack.command",
+]
 
 
 def test_importing_every_package_reads_no_settings():

@@ -42,6 +42,15 @@ def test_producer_submit_names_each_bad_field_on_its_own_line():
     assert [p.field for p in error.problems] == ["session_id", "message", "strategy"]
 
 
+def test_an_unknown_agent_is_invalid_input_that_names_the_agent_field():
+    producer = Producer("redis://127.0.0.1:1/0", settings=Settings(), agents=["demo"])
+
+    error, text = raised_text(lambda: producer.check_agent("nope"))
+
+    assert isinstance(error, InvalidInput) and error.field == "agent"
+    assert text == "agent: unknown agent 'nope'; known: demo"
+
+
 @pytest.mark.parametrize(
     ("build", "expected"),
     [

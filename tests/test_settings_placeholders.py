@@ -10,10 +10,10 @@ import yaml
 from pydantic import ValidationError
 
 from fence.settings import PLACEHOLDER_RULE, Settings, describe_settings_error
+from producer.stack.processes import free_port
 from tests.deploy.test_compose import env_example
 from tests.support import REPO
 from tests.test_settings_secrets import ENTRY_POINTS, run_entry_point
-from workers.stack import free_port
 
 SECRET_TEMPLATE = REPO / "ops" / "k8s" / "secret.example.yaml"
 SECRET_VARIABLES = ("FENCE_API_TOKENS", "FENCE_FLOWER_BASIC_AUTH", "FENCE_REDIS_URL")

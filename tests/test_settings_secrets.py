@@ -14,8 +14,9 @@ import pytest
 from pydantic import ValidationError
 
 from fence.settings import Settings, describe_settings_error, get_settings
+from producer.stack.launch import gateway_missing, launch_worker, start_gateway
+from producer.stack.processes import free_port
 from tests.support import REPO
-from workers.stack import free_port, gateway_missing, launch_worker, start_gateway
 
 # Distinctive on purpose: no four characters in a row of these occur in ordinary output,
 # so finding any of them proves a leak. The short token would leak whole if echoed.

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from fence.settings import get_settings
-from producer.cli import main
+from producer.cli.main import main
+from producer.stack.launch import start_redis
 from tests.support import Runtime
-from workers.stack import start_redis
 
 
 @dataclass(frozen=True)

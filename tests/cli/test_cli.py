@@ -11,8 +11,8 @@ import subprocess
 import redis
 
 from fence.runs import RunRequest, RunState
+from producer.stack.processes import free_port
 from tests.support import REPO, Runtime, new_key
-from workers.stack import free_port
 
 from .conftest import fence_script
 
@@ -185,6 +185,9 @@ def test_idempotency_key_returns_the_existing_run(fence):
     second = fence("submit", sid, "once", "--idempotency-key", "k-1", "--wait", "30", "--json")
 
     assert json.loads(second.out)["run_id"] == first["run_id"]
+    again = fence("submit", sid, "once", "--idempotency-key", "k-1")
+    assert (again.code, again.err) == (0, "")
+    assert again.out.startswith(f"run {first['run_id']} (existing run for this idempotency key): ")
 
 
 def test_an_idempotency_key_reused_for_another_message_is_refused(fence):
@@ -271,7 +274,7 @@ def test_demo_drives_sessions_concurrently_and_verifies_every_history(fence):
     result = fence("demo", "--sessions", "6", "--turns", "3", "--concurrency", "4")
 
     assert result.code == 0, result.out + result.err
-    assert "[##############################] 18/18 turns  ok 18  failed 0" in result.out
+    assert "18/18 turns  ok 18  failed 0" in result.out
     assert "history check: OK - 6/6 sessions hold every turn exactly once" in result.out
     assert "p50 latency" in result.out and "turns/s" in result.out
 

@@ -81,4 +81,26 @@ def test_progress_prints_a_line_per_tenth_when_not_a_terminal():
         progress.advance(succeeded=index != 5)
     lines = out.getvalue().splitlines()
     assert len(lines) == 11  # the first turn, then every 10%
-    assert lines[-1].startswith("[##############################] 20/20 turns  ok 19  failed 1")
+    assert lines[-1].startswith("20/20 turns  ok 19  failed 1  ")
+
+
+def test_progress_is_one_live_bar_on_a_terminal():
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    out = Terminal()
+    with Progress(20, out) as progress:
+        for _ in range(20):
+            progress.advance(succeeded=True)
+    drawn = out.getvalue()
+    assert "20/20 turns  ok 20  failed 0" in drawn
+    assert "\n2/20 turns" not in drawn  # redrawn in place, not a line per tenth
+
+
+def test_progress_not_shown_prints_nothing():
+    out = io.StringIO()
+    with Progress(3, out, shown=False) as progress:
+        for _ in range(3):
+            progress.advance(succeeded=True)
+    assert out.getvalue() == ""

@@ -22,8 +22,9 @@ from fence.memory.sqlite import SQLiteMemory
 from fence.runs import RunState, RunStore
 from fence.settings import Settings
 from producer import Producer
+from producer.stack.launch import gateway_missing, start_redis
+from producer.stack.processes import ManagedProcess
 from tests.support import REPO, new_key
-from workers.stack import ManagedProcess, gateway_missing, start_redis
 
 from .conftest import Proc, descendants, fence_script, kill_groups, still_running
 

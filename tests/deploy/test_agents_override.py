@@ -11,9 +11,10 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from producer.stack.launch import gateway_missing, start_gateway, start_redis, start_worker
+from producer.stack.processes import free_port
 from tests.deploy.test_compose import AGENTS_OVERRIDE, rendered
 from tests.support import REPO
-from workers.stack import free_port, gateway_missing, start_gateway, start_redis, start_worker
 
 TOKEN = "Zq8vJkWpQz7Yx9Vb2KqHgTm"
 

@@ -11,8 +11,9 @@ import httpx
 import pytest
 
 from fence.runs import keys
+from producer.stack.launch import start_gateway, start_redis
+from producer.stack.processes import ManagedProcess, free_port
 from tests.support import REPO, Runtime
-from workers.stack import ManagedProcess, free_port, start_gateway, start_redis
 
 TOKENS = ("tok-alpha-1f8e", "tok-beta-77c2")
 MAX_BODY = 64 * 1024

@@ -14,8 +14,8 @@ import httpx
 import pytest
 
 from fence.messages import IDENTIFIER_RULE, Role, ToolCall
+from producer.stack.launch import start_redis
 from tests.support import REPO, new_key
-from workers.stack import start_redis
 
 from .conftest import MAX_BODY, MAX_MESSAGE, TOKENS, Stack, launch_gateway
 

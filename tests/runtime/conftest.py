@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from producer.stack.launch import start_redis
 from tests.memory.aws_server import DUMMY_ENV
 from tests.support import (  # noqa: F401 - the tests import them from here
     MemoryEndpoint,
@@ -18,7 +19,6 @@ from tests.support import (  # noqa: F401 - the tests import them from here
     Runtime,
     new_key,
 )
-from workers.stack import start_redis
 
 OUTAGE_TABLE = "outage-memory"
 

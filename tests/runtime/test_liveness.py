@@ -12,9 +12,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from producer.stack.launch import launch_worker
+from producer.stack.processes import free_port
 from tests.support import REPO, Runtime
 from workers.liveness import EXIT_ALIVE, EXIT_STALE, EXIT_UNSET, HEARTBEAT_INTERVAL_S, main
-from workers.stack import free_port, launch_worker
 
 MAX_AGE_S = 1.5 * HEARTBEAT_INTERVAL_S  # short, so the tests are quick
 WAIT_S = 20.0

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import urllib.request
 
-from workers.stack import free_port
+from producer.stack.processes import free_port
 
 from .conftest import Runtime
 

@@ -12,8 +12,9 @@ import httpx
 
 from fence.runs import RunRecord, RunState, RunTimeout
 from producer import Run
+from producer.stack.launch import start_gateway
+from producer.stack.processes import ManagedProcess, free_port
 from tests.support import REPO, metric_total, scrape_metrics
-from workers.stack import ManagedProcess, free_port, start_gateway
 
 from .conftest import OUTAGE_TABLE, MemoryEndpoint, RestartableRedis, Runtime, new_key
 

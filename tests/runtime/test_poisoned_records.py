@@ -18,7 +18,7 @@ from fence.plain_json import text_nesting
 from fence.runs import RunRecord, RunRequest, RunState, keys
 from fence.runs.schema import MAX_METADATA_BYTES, MAX_METADATA_DEPTH, MAX_METADATA_KEY_CHARS
 from producer import RunCancelled, RunFailed
-from producer.gateway_models import RunView
+from producer.gateway.models import RunView
 
 from .conftest import Runtime, new_key
 

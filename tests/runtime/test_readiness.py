@@ -14,13 +14,13 @@ from collections.abc import Iterator
 
 import pytest
 
+from producer.stack.processes import free_port
 from tests.runtime.conftest import on_memory_endpoint
 from tests.runtime.test_liveness import mtime, until, with_liveness
 from tests.support import REPO, Runtime
 from tests.test_settings_secrets import _clean_environ, leaked, secret_env
 from workers.liveness import EXIT_ALIVE
 from workers.readiness import EXIT_NOT_READY, EXIT_READY
-from workers.stack import free_port
 
 TIMEOUT_S = 1.0
 STARTUP_S = 5.0  # an interpreter importing redis and boto3, on a busy 2-core machine

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from producer.stack.launch import launch_worker
 from tests.support import REPO
-from workers.stack import launch_worker
 
 from .conftest import Runtime
 

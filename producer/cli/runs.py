@@ -1,0 +1,163 @@
+"""``fence submit``, ``fence status`` and ``fence cancel``: enqueue a turn, follow it, stop it."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from fence.runs import RunRecord, RunState, RunTimeout, Strategy
+from fence.settings import Settings
+from producer.cli.arguments import json_object, positive_float
+from producer.cli.errors import EXIT_OK, EXIT_TIMEOUT, CliError
+from producer.cli.output import emit_json, print_record, record_dict
+from producer.client import Producer, Run
+
+
+def add_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
+    """Add ``submit``, ``status`` and ``cancel`` to ``commands`` (a subparsers action)."""
+    submit = commands.add_parser("submit", parents=[common], help="enqueue one turn")
+    submit.add_argument("session", help="session id")
+    submit.add_argument(
+        "message",
+        nargs="?",
+        help="the user message; - reads it from standard input (or use --file)",
+    )
+    submit.add_argument(
+        "--file", type=Path, metavar="PATH", help="read the user message from this file"
+    )
+    submit.add_argument("--agent", help="agent name (default FENCE_DEFAULT_AGENT)")
+    submit.add_argument(
+        "--wait", type=positive_float, metavar="SECONDS", help="wait for the answer"
+    )
+    submit.add_argument(
+        "--strategy",
+        choices=[s.value for s in Strategy],
+        default=Strategy.ENQUEUE.value,
+        help="when the session is busy: enqueue (default), reject or interrupt",
+    )
+    submit.add_argument("--idempotency-key", help="the same key returns the same run (24 h)")
+    submit.add_argument("--metadata", type=json_object, help="JSON object kept with the run")
+    submit.set_defaults(handler=cmd_submit)
+
+    status = commands.add_parser("status", parents=[common], help="show a run")
+    status.add_argument("run", help="run id")
+    status.set_defaults(handler=cmd_status)
+
+    cancel = commands.add_parser("cancel", parents=[common], help="cancel a run")
+    cancel.add_argument("run", help="run id")
+    cancel.set_defaults(handler=cmd_cancel)
+
+
+def submitted_message(args: argparse.Namespace) -> str:
+    """The message from the argument, standard input (``-``) or ``--file``: a long
+    message does not fit in a command line."""
+    if args.file is not None and args.message is not None:
+        raise CliError("message: give it as an argument, as -, or with --file, not two of them")
+    if args.file is not None:
+        try:
+            return args.file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            raise CliError(
+                f"--file: cannot read {str(args.file)!r} as UTF-8 text ({error})"
+            ) from None
+    if args.message == "-":
+        try:
+            return sys.stdin.read()
+        except UnicodeDecodeError:
+            raise CliError("message: standard input is not UTF-8 text") from None
+    if args.message is None:
+        raise CliError("message: required (as an argument, - for standard input, or --file PATH)")
+    return args.message
+
+
+def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
+    message = submitted_message(args)
+    producer = Producer(settings=settings)
+    run = producer.submit(
+        args.session,
+        message,
+        agent=args.agent,
+        idempotency_key=args.idempotency_key,
+        strategy=args.strategy,
+        metadata=args.metadata,
+    )
+    record = run.status()
+
+    def emit(record: RunRecord) -> None:
+        if args.json:
+            emit_json({**record_dict(record), "position": run.position})
+
+    if record.state is RunState.REJECTED:
+        raise CliError(f"run {run.id} rejected: {record.error}", code="rejected", run_id=run.id)
+    if not args.json:
+        print_accepted(run, record)
+    if args.wait is None:
+        emit(record)
+        return EXIT_OK
+    try:
+        record = producer.store.wait(run.id, args.wait)
+    except RunTimeout:
+        message = (
+            f"run {run.id} is still running after {args.wait:g} s; it goes on: "
+            f"fence status {run.id}"
+        )
+        emit(run.status())
+        print(f"fence: {message}", file=sys.stderr)
+        return EXIT_TIMEOUT
+    if record.state is not RunState.SUCCEEDED:
+        raise CliError(
+            f"run {run.id} {record.state.value}: {record.error or 'no error recorded'}",
+            code=record.state.value,
+            run_id=run.id,
+        )
+    emit(record)
+    if not args.json:
+        took = (record.finished_at or 0) - record.accepted_at
+        print(f"succeeded in {took:.2f} s:")
+        print(record.result or "")
+    return EXIT_OK
+
+
+def print_accepted(run: Run, record: RunRecord) -> None:
+    """Where the run stands in its session's queue."""
+    if run.duplicate:
+        print(f"run {run.id} (existing run for this idempotency key): {record.state.value}")
+    elif run.position == 0:
+        print(f"run {run.id} accepted for session {run.session_id}: runs next")
+    else:
+        print(
+            f"run {run.id} accepted for session {run.session_id}: queued behind "
+            f"{run.position} run(s)"
+        )
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    record = Producer(settings=settings).run(args.run).status()
+    if args.json:
+        emit_json(record_dict(record))
+    else:
+        print_record(record)
+    return EXIT_OK
+
+
+def cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
+    record = Producer(settings=settings).run(args.run).cancel()
+    if record.state.terminal and record.state is not RunState.CANCELLED:
+        raise CliError(
+            f"run {record.id} already {record.state.value}; nothing to cancel",
+            code="terminal",
+            run_id=record.id,
+        )
+    if args.json:
+        emit_json(record_dict(record))
+    elif record.state is RunState.CANCELLED:
+        before = " (it had not started)" if record.started_at is None else ""
+        print(f"run {record.id} cancelled{before}")
+    else:
+        print(
+            f"run {record.id} is {record.state.value}: cancel requested; it stops at its "
+            "next model or tool step and commits nothing (fence status to follow)"
+        )
+    return EXIT_OK

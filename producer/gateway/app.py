@@ -1,0 +1,93 @@
+"""``create_app``: the gateway's FastAPI app, wired from its parts."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import Depends, FastAPI
+from fastapi.security import HTTPBearer
+
+from fence.settings import Settings, get_settings
+from producer.client import Producer
+from producer.gateway import probes, routes
+from producer.gateway.errors import GatewayConfigError, documented, install_error_handlers
+from producer.gateway.guard import Guard
+from producer.gateway.state import GatewayState
+
+log = logging.getLogger("fence.gateway")
+
+DESCRIPTION = (
+    "Enqueue agent runs keyed by session and follow them. Errors always have "
+    "the shape {error: {code, message, field, run_id, details}}."
+)
+
+
+def create_app(
+    settings: Settings | None = None,
+    producer: Producer | None = None,
+    *,
+    require_auth: bool | None = None,
+) -> FastAPI:
+    """Build the gateway. ``require_auth`` defaults to "tokens are configured"; whether it
+    may be off is the launcher's decision (``serve`` allows that only on loopback)."""
+    settings = settings or (producer.settings if producer else get_settings())
+    if require_auth is None:
+        require_auth = bool(settings.api_tokens)
+    if require_auth and not settings.api_tokens:
+        raise GatewayConfigError("auth is required but FENCE_API_TOKENS names no token")
+    if producer is None:
+        producer = Producer(settings=settings)
+    if settings.default_agent not in producer.agents:  # loads FENCE_AGENTS: fails at start
+        log.warning(
+            "FENCE_DEFAULT_AGENT %r is not in FENCE_AGENTS (%s): requests must name an agent",
+            settings.default_agent,
+            ", ".join(sorted(producer.agents)),
+        )
+    app = FastAPI(title="Fence gateway", version="1", description=DESCRIPTION, lifespan=_lifespan)
+    app.state.gateway = GatewayState.build(settings, producer)
+    bearer = HTTPBearer(auto_error=False, description="A token from FENCE_API_TOKENS.")
+    app.include_router(
+        routes.router,
+        dependencies=[Depends(bearer)] if require_auth else [],
+        responses=documented(400, 401, 413, 422, 503)
+        if require_auth
+        else documented(400, 413, 422, 503),
+    )
+    app.include_router(probes.router)
+    # Every route with its full path, to match a request that routing never saw or missed.
+    declared = [*routes.router.routes, *probes.router.routes, *app.router.routes]
+    app.add_middleware(
+        Guard,
+        tokens=settings.api_tokens,
+        require_auth=require_auth,
+        max_body=settings.api_max_body_bytes,
+        metrics=app.state.gateway.metrics,
+        routes=declared,
+    )
+    install_error_handlers(app, declared)
+    _declare_agents(app, sorted(producer.agents))
+    return app
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    yield
+    app.state.gateway.close()
+
+
+def _declare_agents(app: FastAPI, agents: list[str]) -> None:
+    """Name the agents this deployment runs in the document, so clients (and schemathesis)
+    know which values are valid; they come from ``FENCE_AGENTS`` at start-up."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = build()
+            agent = document["components"]["schemas"]["SubmitBody"]["properties"]["agent"]
+            agent["anyOf"] = [{"type": "string", "enum": agents}, {"type": "null"}]
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -1,0 +1,202 @@
+"""The ``/v1`` API: submit runs to a session, follow and cancel them, read a session.
+
+Submits go through ``Producer.submit``, so validation, idempotency and double
+texting behave exactly as in the Python client. History pages go newest first:
+``GET .../messages?limit=50`` gives the newest 50 and ``next_before_seq``; pass
+it as ``before_seq`` for the older ones.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import anyio.to_thread
+from fastapi import APIRouter, Header, Path, Query, Response
+
+from fence.memory.sqlite import MissingDatabaseError
+from fence.runs import IdempotencyConflict, RunRecord, RunState, RunTimeout
+from fence.validation import InvalidInput
+from producer.gateway.errors import GatewayError, check_session, documented
+from producer.gateway.models import (
+    NAME_SCHEMA,
+    ErrorResponse,
+    HistoryPage,
+    MessageView,
+    RunView,
+    SessionView,
+    SubmitBody,
+    SubmitResponse,
+)
+from producer.gateway.state import Gateway
+
+MAX_WAIT_S = 60.0
+"""Longest long poll; a client wanting longer polls again."""
+QUEUED_SHOWN = 100
+MAX_HISTORY_PAGE = 500
+NO_DATABASE = (
+    "history: the memory database (FENCE_MEMORY) does not exist yet; no turn has been written to it"
+)
+
+SessionId = Annotated[
+    str,
+    Path(description="The session (conversation) id.", json_schema_extra=NAME_SCHEMA),
+]
+RunId = Annotated[str, Path(description="A run id returned by submit.")]
+IdempotencyHeader = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        description="The same as the body's idempotency_key (give one, or both equal).",
+        json_schema_extra=NAME_SCHEMA,
+    ),
+]
+Wait = Annotated[
+    float | None,
+    Query(
+        ge=0,
+        le=MAX_WAIT_S,
+        allow_inf_nan=False,
+        description=f"Seconds to wait for the run to finish (at most {MAX_WAIT_S:g}); "
+        "the answer is the record then, finished or not.",
+    ),
+]
+
+router = APIRouter(prefix="/v1")
+
+
+@router.post(
+    "/sessions/{session_id}/runs",
+    status_code=202,
+    response_model=SubmitResponse,
+    responses=documented(409),
+    summary="Submit a run to a session",
+)
+def submit_run(
+    session_id: SessionId,
+    body: SubmitBody,
+    response: Response,
+    gateway: Gateway,
+    idempotency_header: IdempotencyHeader = None,
+) -> SubmitResponse:
+    """Accepted means durable: the run is in Redis before this answers."""
+    key = body.idempotency_key
+    if idempotency_header is not None and key is not None and idempotency_header != key:
+        rule = "the Idempotency-Key header and the body's idempotency_key differ"
+        raise GatewayError.invalid(InvalidInput.at("idempotency_key", rule))
+    try:
+        run = gateway.producer.submit(
+            session_id,
+            body.message,
+            agent=body.agent,
+            idempotency_key=key if key is not None else idempotency_header,
+            strategy=body.strategy,
+            metadata=body.metadata,
+        )
+    except IdempotencyConflict as conflict:
+        raise GatewayError(
+            409,
+            "idempotency_conflict",
+            str(conflict),
+            field="idempotency_key",
+            run_id=conflict.run_id,
+        ) from None
+    except InvalidInput as invalid:
+        raise GatewayError.invalid(invalid) from None
+    if run.state is RunState.REJECTED:
+        error = run.status().error
+        raise GatewayError(
+            409, "rejected", error or "session is busy and strategy is reject", run_id=run.id
+        )
+    response.headers["Location"] = f"/v1/runs/{run.id}"
+    return SubmitResponse(
+        run_id=run.id, session_id=run.session_id, state=run.state, position=run.position
+    )
+
+
+@router.get(
+    "/runs/{run_id}",
+    response_model=RunView,
+    responses=documented(404),
+    summary="Get a run, optionally waiting for it to finish",
+)
+async def get_run(run_id: RunId, gateway: Gateway, wait: Wait = None) -> RunView:
+    store = gateway.store
+    if not wait:
+        return RunView.of(await anyio.to_thread.run_sync(store.get, run_id))
+
+    def wait_for_run() -> RunRecord:
+        try:
+            return store.wait(run_id, wait)
+        except RunTimeout:
+            return store.get(run_id)
+
+    record = await anyio.to_thread.run_sync(wait_for_run, limiter=gateway.wait_limiter)
+    return RunView.of(record)
+
+
+@router.post(
+    "/runs/{run_id}/cancel",
+    response_model=RunView,
+    responses=documented(404),
+    summary="Cancel a run",
+)
+def cancel_run(run_id: RunId, gateway: Gateway) -> RunView:
+    """A queued run leaves the queue; a running one stops at its next step and commits
+    nothing (``cancel_requested`` is true until it does). A finished run is unchanged."""
+    return RunView.of(gateway.store.cancel(run_id))
+
+
+@router.get(
+    "/sessions/{session_id}",
+    response_model=SessionView,
+    summary="A session's run in flight and queue",
+)
+def get_session(session_id: SessionId, gateway: Gateway) -> SessionView:
+    check_session(session_id)
+    info = gateway.store.session(session_id, queued_limit=QUEUED_SHOWN)
+    return SessionView(
+        session_id=session_id,
+        state=info.state,
+        active_run=info.active_run,
+        queued=info.queued,
+        queued_count=info.queued_count,
+    )
+
+
+@router.get(
+    "/sessions/{session_id}/messages",
+    response_model=HistoryPage,
+    responses={
+        404: {
+            "model": ErrorResponse,
+            "description": "FENCE_MEMORY names a SQLite file that does not exist yet: "
+            "no turn has been written to it (reading creates none).",
+        }
+    },
+    summary="A session's history, newest first",
+)
+def get_messages(
+    session_id: SessionId,
+    gateway: Gateway,
+    limit: Annotated[int, Query(ge=1, le=MAX_HISTORY_PAGE, description="Page size.")] = 50,
+    before_seq: Annotated[
+        int | None,
+        Query(ge=1, description="Only messages with a smaller seq (from next_before_seq)."),
+    ] = None,
+) -> HistoryPage:
+    check_session(session_id)
+    try:
+        messages = gateway.read_history(session_id).get_messages()
+    except MissingDatabaseError:
+        raise GatewayError(404, "not_found", NO_DATABASE) from None
+    except Exception as error:  # the id is valid, so this is the backend's failure
+        raise GatewayError(503, "unavailable", f"memory backend: {type(error).__name__}") from error
+    if before_seq is not None:
+        messages = [m for m in messages if (m.seq or 0) < before_seq]
+    page = messages[-limit:][::-1]
+    more = len(messages) > limit
+    return HistoryPage(
+        session_id=session_id,
+        messages=[MessageView.of(m) for m in page],
+        next_before_seq=page[-1].seq if more and page else None,
+    )
