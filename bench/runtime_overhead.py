@@ -17,7 +17,8 @@ resumed, so only execution is timed (by the finish timestamps the tasks
 record). Rounds repeat the three, in alternating order. Target: fence throughput >= 0.7 x
 no-op (median over rounds). To show where the time goes it also prints CPU
 and Redis commands per item, and splits one turn, executed in this process
-without Celery's worker, into Redis round trips, SQLite, publishing and Python.
+without Celery's worker, into Redis round trips (publishing the next turn is one),
+SQLite and Python.
 
     python bench/runtime_overhead.py            # 2,000 items / 200 sessions, 7 rounds
     python bench/runtime_overhead.py --smoke
@@ -62,7 +63,6 @@ from bench._runtime import (  # noqa: E402
 )
 from fence.memory.sqlite import SQLiteMemory  # noqa: E402
 from fence.runs import RunRequest, RunStore, load_registry  # noqa: E402
-from workers.dispatch import dispatcher  # noqa: E402
 from workers.turn import TurnExecutor  # noqa: E402
 
 TARGET_RATIO = 0.7
@@ -111,9 +111,9 @@ class Stopwatch:
 
 def in_process_turns(rt: BenchRuntime, turns: int, sessions: int, profile: bool) -> dict:
     """Run turns with the workers' ``TurnExecutor`` in this process, without Celery's
-    worker, and split a turn's time into Redis round trips, SQLite and the publish of
-    the session's next turn; optionally cProfile it."""
-    sends, reads, sqlite_clock, publish_clock = Stopwatch(), Stopwatch(), Stopwatch(), Stopwatch()
+    worker, and split a turn's time into Redis round trips (the publish of the session's
+    next turn included), SQLite and Python; optionally cProfile it."""
+    sends, reads, sqlite_clock = Stopwatch(), Stopwatch(), Stopwatch()
 
     class TimedConnection(redis.Connection):
         send_packed_command = sends.wrap(redis.Connection.send_packed_command)
@@ -128,22 +128,19 @@ def in_process_turns(rt: BenchRuntime, turns: int, sessions: int, profile: bool)
     client = redis.Redis.from_url(
         rt.redis_url, decode_responses=True, connection_class=TimedConnection
     )
-    store = RunStore(client, rt.settings)
     ready: collections.deque[tuple[str, str]] = collections.deque()
 
-    publish_task = dispatcher(rt.app)
+    class LocalStore(RunStore):
+        def publish(self, session_id: str, run_id: str) -> None:
+            """Publish as the workers do (no worker is running now), and run it here next."""
+            super().publish(session_id, run_id)
+            ready.append((session_id, run_id))
 
-    @publish_clock.wrap
-    def publish(session_id: str, run_id: str) -> None:
-        """Publish as the workers do (no worker is running now), and run it here next."""
-        publish_task(session_id, run_id)
-        ready.append((session_id, run_id))
-
+    store = LocalStore(client, rt.settings)
     executor = TurnExecutor(
         store=store,
         agents=load_registry(rt.settings.agents),
         open_memory=lambda session_id: TimedSQLiteMemory(rt.db_path, session_id),
-        dispatch=publish,
         settings=rt.settings,
     )
     warm_up = RunRequest(session_id="inproc-warm-up", message="hello", agent=AGENT)
@@ -161,7 +158,7 @@ def in_process_turns(rt: BenchRuntime, turns: int, sessions: int, profile: bool)
         rt.redis.ping()
         rtt.append((time.perf_counter() - started) * 1e6)
     profiler = cProfile.Profile() if profile else None
-    for clock in (sends, reads, sqlite_clock, publish_clock):
+    for clock in (sends, reads, sqlite_clock):
         clock.reset()
     started, done = time.perf_counter(), 0
     if profiler:
@@ -183,7 +180,6 @@ def in_process_turns(rt: BenchRuntime, turns: int, sessions: int, profile: bool)
         pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(30)
         profile_text = out.getvalue()
     round_trips = sends.calls / done  # a pipeline or a script call is one send
-    publish_ms = publish_clock.seconds / done * 1e3
     redis_ms = (sends.seconds + reads.seconds) / done * 1e3
     sqlite_ms = sqlite_clock.seconds / done * 1e3
     total_ms = elapsed / done * 1e3
@@ -193,8 +189,7 @@ def in_process_turns(rt: BenchRuntime, turns: int, sessions: int, profile: bool)
         "redis_ms": redis_ms,
         "round_trips": round_trips,
         "sqlite_ms": sqlite_ms,
-        "publish_ms": publish_ms,
-        "other_ms": total_ms - redis_ms - sqlite_ms - publish_ms,
+        "other_ms": total_ms - redis_ms - sqlite_ms,
         "rtt_us": statistics.median(rtt),
         "profile": profile_text,
     }
@@ -315,7 +310,6 @@ def main(args: argparse.Namespace) -> list[Target]:
                         "Redis (store)",
                         "round trips",
                         "SQLite",
-                        "publish next",
                         "other Python",
                         "PING RTT us",
                         "in-lease p50 in workers",
@@ -327,7 +321,6 @@ def main(args: argparse.Namespace) -> list[Target]:
                             local["redis_ms"],
                             local["round_trips"],
                             local["sqlite_ms"],
-                            local["publish_ms"],
                             local["other_ms"],
                             local["rtt_us"],
                             fence.turn_ms_p50,

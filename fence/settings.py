@@ -12,6 +12,7 @@ public, so a secret that still holds one is refused like any other bad value.
 
 from __future__ import annotations
 
+import ssl
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -21,6 +22,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from fence.errors import FenceError
+from fence.validation import problem
 
 ENV_PREFIX = "FENCE_"
 PLACEHOLDER_MARKERS = ("change-me", "replace-")
@@ -59,6 +61,11 @@ class Settings(BaseSettings):
     sweep_interval_s: float = Field(default=15.0, gt=0)
     run_ttl_s: int = Field(default=7 * 24 * 3600, gt=0, description="Finished run records expire.")
     idempotency_ttl_s: int = Field(default=24 * 3600, gt=0)
+    events_max: int = Field(
+        default=10_000,
+        ge=100,
+        description="Events kept per run and per session (the oldest are trimmed).",
+    )
     session_ttl_s: int = Field(
         default=7 * 24 * 3600,
         gt=0,
@@ -138,6 +145,14 @@ class Settings(BaseSettings):
             )
         return self
 
+    @property
+    def broker_use_ssl(self) -> dict[str, int] | None:
+        """Celery's ``broker_use_ssl`` for ``FENCE_REDIS_URL``: a ``rediss://`` URL that
+        does not say otherwise verifies the server's certificate, as redis-py does."""
+        if self.redis_url.startswith("rediss://") and "ssl_cert_reqs" not in self.redis_url:
+            return {"ssl_cert_reqs": ssl.CERT_REQUIRED}
+        return None
+
 
 def _refuse_placeholders(*secrets: str | None) -> None:
     """Raise the placeholder rule (naming no value) if any secret holds a marker."""
@@ -152,11 +167,9 @@ def describe_settings_error(error: ValidationError) -> str:
     and messages only, never from the input (``error.errors()`` carries it)."""
     parts = []
     for item in error.errors(include_input=False, include_url=False, include_context=False):
-        text = str(item["msg"]).removeprefix("Value error, ")
-        if item["loc"]:
-            where = ENV_PREFIX + str(item["loc"][0]).upper()
-            text = text if text.startswith(f"{where}:") else f"{where}: {text}"
-        parts.append(text)
+        loc = item["loc"]
+        variable = [ENV_PREFIX + str(loc[0]).upper()] if loc else []  # none: a cross-field rule
+        parts.append(problem(variable, str(item["msg"])).message)
     return "; ".join(parts)
 
 

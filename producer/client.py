@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from fence.runs import (
+    RunEvent,
     RunRecord,
     RunRequest,
     RunState,
@@ -16,6 +17,7 @@ from fence.runs import (
     load_registry,
 )
 from fence.settings import Settings, get_settings
+from fence.validation import InvalidInput
 
 log = logging.getLogger(__name__)
 
@@ -49,14 +51,28 @@ ERRORS = {
 
 
 class Run:
-    """A handle on one accepted run."""
+    """A handle on one run, with its state as of when the handle was made
+    (``status()`` reads it again)."""
 
-    def __init__(self, store: RunStore, run_id: str, session_id: str, position: int = -1) -> None:
+    def __init__(
+        self,
+        store: RunStore,
+        run_id: str,
+        session_id: str,
+        state: RunState,
+        *,
+        position: int | None = None,
+        duplicate: bool = False,
+    ) -> None:
         self._store = store
         self.id = run_id
         self.session_id = session_id
+        self.state = state
         self.position = position
-        """Runs ahead of this one when it was accepted (-1: not queued)."""
+        """Runs ahead of this one when this submit queued it; None when it did not
+        (rejected, a duplicate, or a handle from ``Producer.run``)."""
+        self.duplicate = duplicate
+        """This submit found an earlier run with its idempotency key: this is that run."""
 
     def status(self) -> RunRecord:
         return self._store.get(self.id, self.session_id)
@@ -71,6 +87,16 @@ class Run:
     def cancel(self) -> RunRecord:
         return self._store.cancel(self.id, self.session_id)
 
+    def events(self, after: str | None = None, timeout: float | None = None) -> Iterator[RunEvent]:
+        """The run's events after the event id ``after`` (from the start if None), in
+        order, as they happen (blocking on Redis, no polling), ending with its terminal
+        event, or when ``timeout`` (s) passes."""
+        for event in self._store.events(
+            self.id, after, timeout=timeout, session_id=self.session_id
+        ):
+            if event is not None:
+                yield event
+
     def __repr__(self) -> str:
         return f"Run(id={self.id!r}, session_id={self.session_id!r})"
 
@@ -84,12 +110,10 @@ class Producer:
         *,
         settings: Settings | None = None,
         agents: Iterable[str] | None = None,
-        dispatch: Callable[[str, str], None] | None = None,
     ) -> None:
         self.settings = settings or get_settings()
         self.store = RunStore.from_url(redis_url or self.settings.redis_url, self.settings)
         self._agents = frozenset(agents) if agents is not None else None
-        self._dispatch = dispatch
 
     @property
     def agents(self) -> frozenset[str]:
@@ -99,13 +123,12 @@ class Producer:
         return self._agents
 
     def check_agent(self, agent: str | None) -> str:
-        """The agent a run would get (``None``: the default); ``ValueError`` naming
+        """The agent a run would get (``None``: the default); ``InvalidInput`` naming
         ``agent`` unless workers can run it."""
         name = self.settings.default_agent if agent is None else agent
         if name not in self.agents:
-            raise ValueError(
-                f"agent: unknown agent {name!r}; known: {', '.join(sorted(self.agents))}"
-            )
+            known = ", ".join(sorted(self.agents))
+            raise InvalidInput.at("agent", f"unknown agent {name!r}; known: {known}")
         return name
 
     def submit(
@@ -136,25 +159,25 @@ class Producer:
         submission = self.store.submit(request)
         if submission.dispatch:
             try:
-                self._publish(request.session_id, submission.run_id)
+                self.store.publish(request.session_id, submission.run_id)
             except Exception:  # accepted already: the sweeper publishes it later
                 log.exception(
                     "publishing an accepted run failed; the sweeper will re-dispatch it",
                     extra={"session_id": request.session_id, "run_id": submission.run_id},
                 )
-        return Run(self.store, submission.run_id, request.session_id, submission.position)
+        return Run(
+            self.store,
+            submission.run_id,
+            request.session_id,
+            submission.state,
+            position=submission.position,
+            duplicate=submission.duplicate,
+        )
 
     def run(self, run_id: str) -> Run:
         """A handle on an existing run (raises ``RunNotFound``)."""
-        return Run(self.store, run_id, self.store.session_of(run_id))
+        record = self.store.get(run_id)
+        return Run(self.store, run_id, record.session_id, record.state)
 
     def session(self, session_id: str) -> SessionInfo:
         return self.store.session(session_id)
-
-    def _publish(self, session_id: str, run_id: str) -> None:
-        if self._dispatch is None:
-            from workers.app import create_app
-            from workers.dispatch import dispatcher
-
-            self._dispatch = dispatcher(create_app(self.settings))
-        self._dispatch(session_id, run_id)

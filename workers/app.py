@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import ssl
-
 from celery import Celery
 
+from fence.runs.keys import TURN_QUEUE
 from fence.settings import Settings, get_settings
 
-RUN_TURN = "fence.run_turn"
 SWEEP = "fence.sweep"
 
 
@@ -21,6 +19,7 @@ def create_app(settings: Settings | None = None) -> Celery:
         accept_content=["json"],
         result_serializer="json",
         task_ignore_result=True,
+        task_default_queue=TURN_QUEUE,  # where fence.runs.turn_message publishes turns
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
@@ -36,6 +35,5 @@ def create_app(settings: Settings | None = None) -> Celery:
             "fence-sweeper": {"task": SWEEP, "schedule": settings.sweep_interval_s},
         },
     )
-    if settings.redis_url.startswith("rediss://") and "ssl_cert_reqs" not in settings.redis_url:
-        app.conf.broker_use_ssl = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
+    app.conf.broker_use_ssl = settings.broker_use_ssl
     return app

@@ -18,11 +18,11 @@ from celery.signals import (
 
 from fence.memory.url import memory_factory
 from fence.runs import RunStore, load_registry
+from fence.runs.turn_message import TURN_TASK
 from fence.settings import get_settings
 from fence.tokens import count_tokens
 from workers import app
-from workers.app import RUN_TURN, SWEEP
-from workers.dispatch import dispatcher
+from workers.app import SWEEP
 from workers.liveness import forget_heartbeat, record_heartbeat
 from workers.logs import configure as configure_logs
 from workers.metrics import install_model_observer, metrics, process_exited
@@ -30,7 +30,6 @@ from workers.metrics import serve as serve_metrics
 from workers.turn import TurnExecutor
 
 log = logging.getLogger(__name__)
-dispatch = dispatcher(app)
 
 
 @lru_cache(maxsize=1)
@@ -57,12 +56,11 @@ def executor() -> TurnExecutor:
         store=store(),
         agents=load_registry(settings.agents),
         open_memory=memory_factory(settings.memory),
-        dispatch=dispatch,
         settings=settings,
     )
 
 
-@app.task(name=RUN_TURN, bind=True, acks_late=True, reject_on_worker_lost=True)
+@app.task(name=TURN_TASK, bind=True, acks_late=True, reject_on_worker_lost=True)
 def run_turn(self, run_id: str, session_id: str) -> str:
     """Run one turn of ``session_id`` (no-op unless it is that session's active run)."""
     return executor().execute(session_id, run_id, worker=self.request.hostname or "unknown")
@@ -76,7 +74,7 @@ def sweep() -> int:
         log.warning(
             "re-dispatching stalled run", extra={"session_id": session_id, "run_id": run_id}
         )
-        dispatch(session_id, run_id)
+        store().publish(session_id, run_id)
     metrics().sweeper_recoveries.inc(len(stalled))
     return len(stalled)
 

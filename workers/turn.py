@@ -20,10 +20,10 @@ from fence.agents import Agent
 from fence.errors import FencedOutError, StaleWriteError
 from fence.memory.base import BaseMemory
 from fence.runs import AgentFactory, Lease, LeaseLost, Registry, RunState, RunStore
+from fence.runs.events import EventType
 from fence.runs.scripts import Saved
 from fence.settings import Settings
 from workers.backends import MEMORY_ERRORS, BackendCalls, BackendDown
-from workers.dispatch import Dispatch
 from workers.leases import LeaseRenewer
 from workers.metrics import metrics
 
@@ -82,13 +82,11 @@ class TurnExecutor:
         store: RunStore,
         agents: Registry,
         open_memory: Callable[[str], BaseMemory],
-        dispatch: Dispatch,
         settings: Settings,
     ) -> None:
         self.store = store
         self.agents = agents
         self.open_memory = open_memory
-        self.dispatch = dispatch
         self.settings = settings
         self.leases = LeaseRenewer(store, settings.lease_renew_ms / 1000)
 
@@ -100,7 +98,7 @@ class TurnExecutor:
         if not isinstance(lease, Lease):
             log.info("turn skipped: %s", lease.reason, extra=context)
             if lease.next_run:
-                self.dispatch(session_id, lease.next_run)
+                self.store.publish(session_id, lease.next_run)
             return f"skipped ({lease.reason})"
         started = time.monotonic()
         with self.leases.hold(lease) as lost:
@@ -128,7 +126,7 @@ class TurnExecutor:
         metrics().turns.labels(outcome.state.value).inc()
         metrics().turn_seconds.observe(time.monotonic() - started)
         if next_run:
-            self.dispatch(session_id, next_run)
+            self.store.publish(session_id, next_run)
         return outcome.state.value
 
     def _run(self, lease: Lease, lost: threading.Event, calls: BackendCalls) -> Outcome:
@@ -181,6 +179,8 @@ class TurnExecutor:
         tries = self.settings.turn_retries + 1
         for attempt in range(1, tries + 1):
             try:
+                if attempt > 1:  # ACQUIRE logged the first
+                    self._log_retry(lease, checkpoint.calls, attempt)
                 return self._attempt(lease, factory(memory), checkpoint, attempt)
             except TurnCancelled:
                 return Outcome(
@@ -208,6 +208,14 @@ class TurnExecutor:
                 if checkpoint.lost.wait(delay):
                     raise LeaseLost(lease.session_id, lease.run_id) from error
         raise AssertionError("unreachable")
+
+    def _log_retry(self, lease: Lease, calls: BackendCalls, attempt: int) -> None:
+        started = {
+            "attempt": lease.record.attempts + attempt,
+            "delivery": lease.record.deliveries,
+            "worker": lease.record.worker,
+        }
+        calls.redis("emit", lambda: self.store.emit(lease, [(EventType.STARTED, started)]))
 
     def _take_over(self, lease: Lease, memory: BaseMemory, calls: BackendCalls) -> Outcome | None:
         """A run another delivery held before: fence that holder out of memory, then

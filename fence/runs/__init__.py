@@ -1,6 +1,7 @@
 """The runtime contract shared by producers and workers: run schema, Redis keys,
 Lua scripts and the store over them. No Celery here."""
 
+from fence.runs.events import EventType, RunEvent
 from fence.runs.registry import AgentFactory, Registry, load_registry
 from fence.runs.schema import RunRecord, RunRequest, RunState, Strategy
 from fence.runs.store import (
@@ -18,10 +19,12 @@ from fence.runs.store import (
 
 __all__ = [
     "AgentFactory",
+    "EventType",
     "IdempotencyConflict",
     "Lease",
     "LeaseLost",
     "Registry",
+    "RunEvent",
     "RunNotFound",
     "RunRecord",
     "RunRequest",

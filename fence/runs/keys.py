@@ -3,7 +3,8 @@
 Keys of one session carry the session id in a hash tag (``{...}``) so they
 share a Redis Cluster slot and multi-key Lua scripts stay legal. The only
 keys outside a session's slot are the run-id index (a run id alone must find
-its session) and the index of possibly-active sessions the sweeper walks.
+its session), the index of possibly-active sessions the sweeper walks, and the
+broker queue turns are published to.
 """
 
 from __future__ import annotations
@@ -67,6 +68,16 @@ def idempotency(session_id: str, key: str) -> str:
     return f"{PREFIX}:{{{session_id}}}:idem:{key}"
 
 
+def session_events(session_id: str) -> str:
+    """Stream: the session's events, every run's, in order (``fence.runs.events``)."""
+    return f"{PREFIX}:{{{session_id}}}:events"
+
+
+def run_events(session_id: str, run_id: str) -> str:
+    """Stream: one run's events, the same entries (and ids) as in the session's."""
+    return f"{PREFIX}:{{{session_id}}}:events:{run_id}"
+
+
 def run_index(run_id: str) -> str:
     """String: the session id of a run, so a run id alone can be looked up."""
     return f"{PREFIX}:runs:{{{run_id}}}"
@@ -83,3 +94,7 @@ ACTIVE_SESSIONS = f"{PREFIX}:active-sessions"
 A superset: a session is added before it can become active and removed by
 the sweeper only after it was seen idle, so no active session is missing.
 """
+
+TURN_QUEUE = "celery"
+"""List: the broker queue turns are published to (``fence.runs.turn_message``), Celery's
+default queue, which workers consume and KEDA scales on. Outside every session's slot."""

@@ -37,6 +37,7 @@ The Lua sources write every hash field, run state, strategy and outcome as
 ``'$name'``; ``_lua`` fills them in and refuses a name that is not declared in
 Python (``keys.SessionField``, ``keys.RunField``, ``RunRecord``'s fields,
 ``RunState``, ``Strategy`` and the outcome enums below), so each is named once.
+Event types are written ``'$event_<name>'`` (``EventType.<NAME>``).
 Each script's first lines give its KEYS, ARGV and what it returns.
 """
 
@@ -45,6 +46,7 @@ from __future__ import annotations
 from enum import StrEnum
 from string import Template
 
+from fence.runs.events import EventType
 from fence.runs.keys import RunField, SessionField
 from fence.runs.schema import RunRecord, RunState, Strategy
 
@@ -109,6 +111,14 @@ class Cancelled(StrEnum):
     """No such run."""
 
 
+class Emitted(StrEnum):
+    """What ``EMIT`` did."""
+
+    EMITTED = "emitted"
+    LOST = "lost"
+    """The lease is no longer ours: nothing was written."""
+
+
 class Swept(StrEnum):
     """What ``SWEEP_SESSION`` found."""
 
@@ -128,9 +138,9 @@ _NAMES = {
         *RunRecord.model_fields,
         *RunState,
         *Strategy,
-        *(o for e in (Submitted, Acquired, Saved, Finished, Cancelled, Swept) for o in e),
+        *(o for e in (Submitted, Acquired, Saved, Finished, Cancelled, Emitted, Swept) for o in e),
     ]
-}
+} | {f"event_{kind.name.lower()}": kind.value for kind in EventType}
 
 
 def _lua(source: str) -> str:
@@ -138,17 +148,42 @@ def _lua(source: str) -> str:
     return Template(source).substitute(_NAMES)
 
 
-SUBMIT = _lua("""
--- KEYS: session, mailbox, run, idempotency
+LOG = """
+-- Append one event to the session's log and to the run's, with the same id (the
+-- run's log is its slice of the session's); both keep about max_events entries
+-- and expire ttl_s after their last event. Returns the event id.
+local function log_event(session_log, run_log, run_id, kind, at, data, max_events, ttl_s)
+  local id = redis.call('XADD', session_log, 'MAXLEN', '~', max_events, '*',
+    'run', run_id, 'type', kind, 'at', at, 'data', data)
+  redis.call('XADD', run_log, 'MAXLEN', '~', max_events, id,
+    'run', run_id, 'type', kind, 'at', at, 'data', data)
+  redis.call('EXPIRE', session_log, ttl_s)
+  redis.call('EXPIRE', run_log, ttl_s)
+  return id
+end
+
+-- The terminal event, written in the step that makes the run terminal.
+local function log_finished(session_log, run_log, run_id, state, at, error, max_events, ttl_s)
+  local data = {state = state}
+  if error and error ~= '' then data['error'] = error end
+  return log_event(session_log, run_log, run_id, '$event_finished', at, cjson.encode(data),
+    max_events, ttl_s)
+end
+"""
+
+SUBMIT = _lua(
+    LOG
+    + """
+-- KEYS: session, mailbox, run, idempotency, session events, run events
 -- ARGV: run_id, strategy, has_idempotency, idempotency_ttl_s, now, run_prefix,
---       run_ttl_s, field1, value1, ...
+--       run_ttl_s, max_events, field1, value1, ...
 -- RETURNS: {Submitted, run id (the earlier one if duplicate), runs ahead (-1: none)}
 if ARGV[3] == '1' then
   local existing = redis.call('GET', KEYS[4])
   if existing then return {'$duplicate', existing, -1} end
 end
 local fields = {}
-for i = 8, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = 9, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', KEYS[3], unpack(fields))
 local active = redis.call('HGET', KEYS[1], '$active')
 local outcome
@@ -169,8 +204,15 @@ else
   outcome = {'$queued', ARGV[1], redis.call('RPUSH', KEYS[2], ARGV[1])}
 end
 if ARGV[3] == '1' then redis.call('SET', KEYS[4], ARGV[1], 'EX', ARGV[4]) end
+log_event(KEYS[5], KEYS[6], ARGV[1], '$event_accepted', ARGV[5],
+  cjson.encode({position = outcome[3] >= 0 and outcome[3] or nil}), ARGV[8], ARGV[7])
+if outcome[1] == '$rejected' then
+  log_finished(KEYS[5], KEYS[6], ARGV[1], '$rejected', ARGV[5],
+    redis.call('HGET', KEYS[3], '$error'), ARGV[8], ARGV[7])
+end
 return outcome
-""")
+"""
+)
 
 ADVANCE = """
 -- Make the session's next queued run active, or mark the session idle (its
@@ -196,9 +238,10 @@ end
 
 ACQUIRE = _lua(
     ADVANCE
+    + LOG
     + """
--- KEYS: session, lease, fencing counter, run, mailbox
--- ARGV: run_id, lease_ms, now, worker, run_prefix, session_ttl_s
+-- KEYS: session, lease, fencing counter, run, mailbox, session events, run events
+-- ARGV: run_id, lease_ms, now, worker, run_prefix, session_ttl_s, max_events, run_ttl_s
 -- RETURNS: {'acquired', token, the run hash as a flat list}, or {Acquired, next run id or ''}
 local active = redis.call('HGET', KEYS[1], '$active') == ARGV[1]
 if redis.call('EXISTS', KEYS[4]) == 0 then
@@ -224,8 +267,11 @@ if redis.call('HGET', KEYS[4], '$state') == '$queued' then
 end
 redis.call('HSET', KEYS[4], '$worker', ARGV[4])
 -- HINCRBY would fail on a field corrupted to a non-number, midway, leaving the lease held
-redis.call('HSET', KEYS[4], '$deliveries',
-  (tonumber(redis.call('HGET', KEYS[4], '$deliveries')) or 0) + 1)
+local delivery = (tonumber(redis.call('HGET', KEYS[4], '$deliveries')) or 0) + 1
+redis.call('HSET', KEYS[4], '$deliveries', delivery)
+log_event(KEYS[6], KEYS[7], ARGV[1], '$event_started', ARGV[3], cjson.encode({
+  attempt = (tonumber(redis.call('HGET', KEYS[4], '$attempts')) or 0) + 1,
+  delivery = delivery, worker = ARGV[4]}), ARGV[7], ARGV[8])
 redis.call('HSET', KEYS[1], '$progress_at', ARGV[3])
 redis.call('HDEL', KEYS[1], '$redispatches')
 return {'$acquired', token, redis.call('HGETALL', KEYS[4])}
@@ -252,10 +298,11 @@ return '$saved'
 
 FINISH = _lua(
     ADVANCE
+    + LOG
     + """
--- KEYS: session, mailbox, lease, run, fencing counter
+-- KEYS: session, mailbox, lease, run, fencing counter, session events, run events
 -- ARGV: token, run_id, state, now, run_ttl_s, run_prefix, result, error, done_channel,
---       attempts (turn tries this delivery made), session_ttl_s
+--       attempts (turn tries this delivery made), session_ttl_s, max_events
 -- RETURNS: {'next', next run id}, {'idle'} or {'lost'} (Finished)
 if redis.call('GET', KEYS[3]) ~= ARGV[1] then return {'$lost'} end
 redis.call('HSET', KEYS[4], '$state', ARGV[3], '$finished_at', ARGV[4],
@@ -264,6 +311,10 @@ redis.call('HSET', KEYS[4], '$attempts',
   (tonumber(redis.call('HGET', KEYS[4], '$attempts')) or 0) + tonumber(ARGV[10]))
 redis.call('HDEL', KEYS[4], '$pending_result')
 redis.call('EXPIRE', KEYS[4], ARGV[5])
+if ARGV[3] == '$succeeded' then
+  log_event(KEYS[6], KEYS[7], ARGV[2], '$event_committed', ARGV[4], '{}', ARGV[12], ARGV[5])
+end
+log_finished(KEYS[6], KEYS[7], ARGV[2], ARGV[3], ARGV[4], ARGV[8], ARGV[12], ARGV[5])
 redis.call('PUBLISH', ARGV[9], ARGV[3])
 redis.call('DEL', KEYS[3])
 local next_run = advance(KEYS[1], KEYS[2], KEYS[5], ARGV[6], ARGV[4], ARGV[11])
@@ -272,8 +323,11 @@ return {'$idle'}
 """
 )
 
-CANCEL = _lua("""
--- KEYS: session, mailbox, run   ARGV: run_id, now, run_ttl_s, done_channel
+CANCEL = _lua(
+    LOG
+    + """
+-- KEYS: session, mailbox, run, session events, run events
+-- ARGV: run_id, now, run_ttl_s, done_channel, max_events
 -- RETURNS: {Cancelled}
 local state = redis.call('HGET', KEYS[3], '$state')
 if not state then return {'$missing'} end
@@ -286,9 +340,28 @@ redis.call('LREM', KEYS[2], 1, ARGV[1])
 redis.call('HSET', KEYS[3], '$state', '$cancelled', '$finished_at', ARGV[2],
   '$cancel_requested', '1')
 redis.call('EXPIRE', KEYS[3], ARGV[3])
+log_finished(KEYS[4], KEYS[5], ARGV[1], '$cancelled', ARGV[2], '', ARGV[5], ARGV[3])
 redis.call('PUBLISH', ARGV[4], '$cancelled')
 return {'$cancelled'}
-""")
+"""
+)
+
+EMIT = _lua(
+    LOG
+    + """
+-- KEYS: lease, session events, run events
+-- ARGV: token, run_id, now, max_events, ttl_s, type1, data1, type2, data2, ...
+-- RETURNS: {'emitted', id1, id2, ...} or {'lost'} (nothing written): a turn's events,
+-- appended only by the worker holding the lease
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {'$lost'} end
+local outcome = {'$emitted'}
+for i = 6, #ARGV, 2 do
+  outcome[#outcome + 1] = log_event(KEYS[2], KEYS[3], ARGV[2], ARGV[i], ARGV[3], ARGV[i + 1],
+    ARGV[4], ARGV[5])
+end
+return outcome
+"""
+)
 
 SWEEP_SESSION = _lua("""
 -- KEYS: session, lease   ARGV: now, stall_after_s

@@ -9,9 +9,10 @@ recovered by the sweeper.
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -21,9 +22,11 @@ from redis.commands.core import Script
 from redis.exceptions import NoScriptError
 
 from fence.runs import keys, scripts
+from fence.runs.events import EventLog, EventType, RunEvent, event_id
 from fence.runs.keys import RunField, SessionField
 from fence.runs.schema import RunRecord, RunRequest, RunState
-from fence.runs.scripts import Acquired, Cancelled, Finished, Saved, Submitted, Swept
+from fence.runs.scripts import Acquired, Cancelled, Emitted, Finished, Saved, Submitted, Swept
+from fence.runs.turn_message import turn_message
 from fence.settings import Settings, get_settings
 
 REDIS_TIMEOUT_S = 10.0
@@ -65,11 +68,12 @@ class RunTimeout(TimeoutError):
 
 @dataclass(frozen=True)
 class Submission:
-    """What ``submit`` did. ``position`` counts the runs ahead of this one."""
+    """What ``submit`` did. ``position`` counts the runs ahead of this one when this
+    submit queued it, and is None when it did not (rejected, or a duplicate)."""
 
     run_id: str
     state: RunState
-    position: int
+    position: int | None
     dispatch: bool
     duplicate: bool
 
@@ -150,6 +154,8 @@ class RunStore:
         self._cancel = client.register_script(scripts.CANCEL)
         self._sweep_session = client.register_script(scripts.SWEEP_SESSION)
         self._forget_idle = client.register_script(scripts.FORGET_IDLE)
+        self._emit = client.register_script(scripts.EMIT)
+        self.event_log = EventLog(client)
         self._scripts = tuple(v for v in vars(self).values() if isinstance(v, Script))
         """All of the above: what ``_loading_scripts`` loads into an emptied cache."""
 
@@ -223,6 +229,8 @@ class RunStore:
                     keys.mailbox(sid),
                     keys.run(sid, run_id),
                     keys.idempotency(sid, idem or "-"),
+                    keys.session_events(sid),
+                    keys.run_events(sid, run_id),
                 ],
                 [
                     run_id,
@@ -232,6 +240,7 @@ class RunStore:
                     repr(now),
                     keys.run_prefix(sid),
                     self.settings.run_ttl_s,
+                    self.settings.events_max,
                     *flat,
                 ],
             )
@@ -247,10 +256,10 @@ class RunStore:
             ]
             if differs and not record.corrupt:
                 raise IdempotencyConflict(found_id, differs)
-            return Submission(found_id, record.state, -1, dispatch=False, duplicate=True)
+            return Submission(found_id, record.state, None, dispatch=False, duplicate=True)
         if outcome == Submitted.REJECTED:
             self.redis.expire(keys.run_index(run_id), self.settings.run_ttl_s)
-            return Submission(run_id, RunState.REJECTED, -1, dispatch=False, duplicate=False)
+            return Submission(run_id, RunState.REJECTED, None, dispatch=False, duplicate=False)
         return Submission(
             run_id,
             RunState.QUEUED,
@@ -278,8 +287,20 @@ class RunStore:
         sid = session_id or self.session_of(run_id)
         [outcome] = self._call(
             self._cancel,
-            [keys.session(sid), keys.mailbox(sid), keys.run(sid, run_id)],
-            [run_id, repr(time.time()), self.settings.run_ttl_s, keys.done_channel(run_id)],
+            [
+                keys.session(sid),
+                keys.mailbox(sid),
+                keys.run(sid, run_id),
+                keys.session_events(sid),
+                keys.run_events(sid, run_id),
+            ],
+            [
+                run_id,
+                repr(time.time()),
+                self.settings.run_ttl_s,
+                keys.done_channel(run_id),
+                self.settings.events_max,
+            ],
         )
         if outcome == Cancelled.MISSING:
             raise RunNotFound(run_id)
@@ -344,7 +365,78 @@ class RunStore:
         finally:
             pubsub.close()
 
+    def events(
+        self,
+        run_id: str,
+        after: str | None = None,
+        *,
+        timeout: float | None = None,
+        session_id: str | None = None,
+    ) -> Iterator[RunEvent | None]:
+        """The run's events after the event id ``after``, in order, as they happen,
+        ending with its terminal event; ``None`` after each quiet spell of
+        ``EventLog.QUIET_S`` (for a heartbeat). Ends early when ``timeout`` (s) passes, and
+        when the run is finished and its log holds nothing more (an expired log)."""
+        sid = session_id or self.session_of(run_id)
+        self.get(run_id, sid)  # raises RunNotFound
+        cursor = event_id(after)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return
+            wait = self.event_log.block_s if left is None else left
+            events = self.event_log.read(sid, run_id, cursor, block_s=wait)
+            if not events:
+                if self.get(run_id, sid).state.terminal:  # what it logged as it ended, if
+                    yield from self.event_log.read(sid, run_id, cursor)  # its log is kept
+                    return
+                yield None
+                continue
+            for event in events:
+                yield event
+                if event.terminal:
+                    return
+            cursor = events[-1].id
+
+    def session_events(
+        self, session_id: str, after: str | None = None, *, timeout: float | None = None
+    ) -> Iterator[RunEvent | None]:
+        """Every run's events in the session after the event id ``after``, in order, as
+        they happen; ``None`` after each quiet spell. Ends only when ``timeout`` passes."""
+        cursor = event_id(after)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while deadline is None or time.monotonic() < deadline:
+            left = self.event_log.block_s if deadline is None else deadline - time.monotonic()
+            events = self.event_log.read(session_id, None, cursor, block_s=max(left, 0.001))
+            if not events:
+                yield None
+                continue
+            yield from events
+            cursor = events[-1].id
+
     # -- workers ------------------------------------------------------------
+
+    def emit(self, lease: Lease, events: Sequence[tuple[EventType, dict[str, Any]]]) -> list[str]:
+        """Append a turn's events to its logs, if the lease is still ours (one step);
+        returns their ids. Raises ``LeaseLost`` (nothing written) if it is not."""
+        sid, run_id = lease.session_id, lease.run_id
+        pairs = [item for kind, data in events for item in (kind.value, json.dumps(data))]
+        outcome, *ids = self._call(
+            self._emit,
+            [keys.lease(sid), keys.session_events(sid), keys.run_events(sid, run_id)],
+            [
+                lease.token,
+                run_id,
+                repr(time.time()),
+                self.settings.events_max,
+                self.settings.run_ttl_s,
+                *pairs,
+            ],
+        )
+        if outcome == Emitted.LOST:
+            raise LeaseLost(sid, run_id)
+        return ids
 
     def acquire(self, session_id: str, run_id: str, worker: str) -> Lease | Skip:
         """Take the session's lease for its active run, or say why not (``Skip``)."""
@@ -356,6 +448,8 @@ class RunStore:
                 keys.fencing_counter(session_id),
                 keys.run(session_id, run_id),
                 keys.mailbox(session_id),
+                keys.session_events(session_id),
+                keys.run_events(session_id, run_id),
             ],
             [
                 run_id,
@@ -364,6 +458,8 @@ class RunStore:
                 worker,
                 keys.run_prefix(session_id),
                 self.settings.session_ttl_s,
+                self.settings.events_max,
+                self.settings.run_ttl_s,
             ],
         )
         if outcome == Acquired.ACQUIRED:
@@ -437,6 +533,8 @@ class RunStore:
                     keys.lease(sid),
                     keys.run(sid, run_id),
                     keys.fencing_counter(sid),
+                    keys.session_events(sid),
+                    keys.run_events(sid, run_id),
                 ],
                 [
                     lease.token,
@@ -450,6 +548,7 @@ class RunStore:
                     keys.done_channel(run_id),
                     attempts,
                     self.settings.session_ttl_s,
+                    self.settings.events_max,
                 ],
             )
             pipe.expire(keys.run_index(run_id), self.settings.run_ttl_s)  # harmless if lost
@@ -458,6 +557,14 @@ class RunStore:
         if outcome[0] == Finished.LOST:
             raise LeaseLost(sid, run_id)
         return outcome[1] if outcome[0] == Finished.NEXT else None
+
+    def publish(self, session_id: str, run_id: str) -> None:
+        """Ask a worker to run ``run_id``: push its Celery task message onto the queue.
+
+        A publish lost after the run became active is recovered by the sweeper, and a
+        duplicate delivery is harmless (the lease and the idempotent commit see to it).
+        """
+        self.redis.lpush(keys.TURN_QUEUE, turn_message(session_id, run_id))
 
     # -- sweeper ------------------------------------------------------------
 

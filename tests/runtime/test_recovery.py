@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 from fence.runs import RunRequest, RunState, keys
-from workers.app import create_app
-from workers.dispatch import dispatcher
 
 from .conftest import Runtime, new_key
 
@@ -66,7 +64,7 @@ def test_a_task_delivered_twice_runs_once(runtime: Runtime):
     key = new_key()
     run = runtime.producer.submit("twice", f"key={key} block")
     runtime.wait_entered(key)
-    dispatch = dispatcher(create_app(runtime.settings))
+    dispatch = runtime.producer.store.publish
 
     dispatch("twice", run.id)  # the duplicate finds the lease taken and skips
     runtime.worker_of(run.id).wait_for(r"turn skipped: leased", timeout=30)
@@ -86,7 +84,7 @@ def test_a_stale_lease_holder_cannot_commit(runtime: Runtime):
     runtime.wait_entered(key)
     runtime.control.delete(keys.lease("stale"))  # the lease expires under the slow worker
     runtime.start_worker()
-    dispatcher(create_app(runtime.settings))("stale", run.id)
+    runtime.producer.store.publish("stale", run.id)
 
     assert run.result(timeout=30) == f"answer to: key={key} block"
     runtime.release(key)  # the stale holder wakes up with its answer

@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 
 from fence.runs import IdempotencyConflict, RunNotFound, RunState, RunTimeout
+from fence.runs.turn_message import TURN_TASK
 from producer import RunCancelled, RunFailed, RunRejected
-from workers.app import RUN_TURN, create_app
+from workers.app import create_app
 
 from .conftest import Runtime, new_key
 
@@ -162,7 +163,7 @@ def test_an_unknown_run_id_is_reported_as_not_found(runtime: Runtime):
 def test_a_worker_never_deserializes_a_pickle_payload(runtime: Runtime):
     worker = runtime.start_worker()
     create_app(runtime.settings).send_task(
-        RUN_TURN,
+        TURN_TASK,
         kwargs={"run_id": "pickled", "session_id": "pickled"},
         task_id="pickled",
         serializer="pickle",

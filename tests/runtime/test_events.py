@@ -1,0 +1,240 @@
+"""A run's event log against a real redis-server: written in the step that changes the
+run, fenced for workers, ordered, resumable, bounded."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import redis
+
+from fence.runs import LeaseLost, RunRequest, RunState, RunStore, keys
+from fence.runs.events import EventType
+from fence.settings import Settings
+from fence.validation import InvalidInput
+
+from .conftest import Runtime, new_key
+
+
+@pytest.fixture
+def store(redis_url) -> RunStore:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    client.flushall()
+    return RunStore(client, Settings(redis_url=redis_url, events_max=100))
+
+
+def request(session_id: str = "s1", message: str = "hi", **fields) -> RunRequest:
+    return RunRequest(session_id=session_id, message=message, agent="demo", **fields)
+
+
+def logged(store: RunStore, run_id: str) -> list[tuple[EventType, dict]]:
+    return [(event.type, event.data) for event in store.events(run_id, timeout=5) if event]
+
+
+def test_a_run_logs_accepted_started_committed_finished_in_order(store: RunStore):
+    run_id = store.submit(request()).run_id
+    lease = store.acquire("s1", run_id, "w1")
+    store.finish(lease, RunState.SUCCEEDED, result="ok", attempts=1)
+
+    assert logged(store, run_id) == [
+        (EventType.ACCEPTED, {"position": 0}),
+        (EventType.STARTED, {"attempt": 1, "delivery": 1, "worker": "w1"}),
+        (EventType.COMMITTED, {}),
+        (EventType.FINISHED, {"state": "succeeded"}),
+    ]
+    events = [event for event in store.events(run_id, timeout=5) if event]
+    assert all((e.run_id, e.session_id) == (run_id, "s1") for e in events)
+    assert [e.id for e in events] == sorted(events_ids := [e.id for e in events], key=_order)
+    assert len(set(events_ids)) == len(events_ids)
+
+
+def _order(event_id: str) -> tuple[int, int]:
+    ms, n = event_id.split("-")
+    return int(ms), int(n)
+
+
+def test_a_redelivery_counts_attempts_across_deliveries(store: RunStore):
+    run_id = store.submit(request()).run_id
+    first = store.acquire("s1", run_id, "w1")
+    store.redis.delete(keys.lease("s1"))  # w1 died; its lease expired
+    second = store.acquire("s1", run_id, "w2")
+    store.emit(second, [(EventType.STARTED, {"attempt": 2, "delivery": 2, "worker": "w2"})])
+    store.finish(second, RunState.FAILED, error="boom", attempts=2)
+
+    started = [data for kind, data in logged(store, run_id) if kind is EventType.STARTED]
+    assert started == [
+        {"attempt": 1, "delivery": 1, "worker": "w1"},
+        {"attempt": 1, "delivery": 2, "worker": "w2"},
+        {"attempt": 2, "delivery": 2, "worker": "w2"},
+    ]
+    assert logged(store, run_id)[-1] == (EventType.FINISHED, {"state": "failed", "error": "boom"})
+    assert first.token != second.token
+
+
+def test_a_stale_worker_cannot_append_events(store: RunStore):
+    run_id = store.submit(request()).run_id
+    stale = store.acquire("s1", run_id, "w1")
+    store.redis.delete(keys.lease("s1"))
+    store.acquire("s1", run_id, "w2")
+    before = store.redis.xlen(keys.run_events("s1", run_id))
+
+    with pytest.raises(LeaseLost):
+        store.emit(stale, [(EventType.STARTED, {"attempt": 9})])
+
+    assert store.redis.xlen(keys.run_events("s1", run_id)) == before
+
+
+def test_rejected_and_queued_cancelled_runs_end_with_one_terminal_event(store: RunStore):
+    store.submit(request())
+    queued = store.submit(request()).run_id
+    rejected = store.submit(request(strategy="reject")).run_id
+    store.cancel(queued)
+    store.cancel(queued)  # a second cancel changes nothing, logs nothing
+
+    assert logged(store, rejected) == [
+        (EventType.ACCEPTED, {}),
+        (
+            EventType.FINISHED,
+            {"state": "rejected", "error": store.get(rejected).error},
+        ),
+    ]
+    assert logged(store, queued) == [
+        (EventType.ACCEPTED, {"position": 1}),
+        (EventType.FINISHED, {"state": "cancelled"}),
+    ]
+
+
+def test_a_duplicate_submit_logs_nothing(store: RunStore):
+    store.submit(request(idempotency_key="k"))
+    before = store.redis.xlen(keys.session_events("s1"))
+
+    store.submit(request(idempotency_key="k"))
+
+    assert store.redis.xlen(keys.session_events("s1")) == before
+
+
+def test_a_reader_resumes_after_an_event_id_with_nothing_lost_or_repeated(store: RunStore):
+    run_id = store.submit(request()).run_id
+    lease = store.acquire("s1", run_id, "w1")
+    store.finish(lease, RunState.SUCCEEDED, attempts=1)
+    everything = [event for event in store.events(run_id, timeout=5) if event]
+
+    for k in range(len(everything)):
+        rest = [e for e in store.events(run_id, after=everything[k].id, timeout=5) if e]
+        assert rest == everything[k + 1 :]
+
+
+def test_a_follower_waits_on_redis_for_the_next_event_and_stops_at_the_terminal_one(
+    store: RunStore,
+):
+    run_id = store.submit(request()).run_id
+    seen: list[EventType] = []
+    following = threading.Event()
+
+    def follow() -> None:
+        for event in store.events(run_id, timeout=30):
+            following.set()
+            if event:
+                seen.append(event.type)
+
+    reader = threading.Thread(target=follow)
+    reader.start()
+    assert following.wait(10)  # the accepted event is read; the reader now blocks
+    lease = store.acquire("s1", run_id, "w1")
+    store.finish(lease, RunState.SUCCEEDED, attempts=1)
+    reader.join(10)
+
+    assert not reader.is_alive()
+    assert seen == [
+        EventType.ACCEPTED,
+        EventType.STARTED,
+        EventType.COMMITTED,
+        EventType.FINISHED,
+    ]
+
+
+def test_a_finished_run_whose_log_expired_ends_at_once(store: RunStore):
+    run_id = store.submit(request()).run_id
+    store.finish(store.acquire("s1", run_id, "w1"), RunState.SUCCEEDED, attempts=1)
+    store.redis.delete(keys.run_events("s1", run_id))
+
+    assert list(store.events(run_id, timeout=30)) == []
+
+
+def test_the_session_log_carries_every_run_in_order(store: RunStore):
+    first = store.submit(request()).run_id
+    second = store.submit(request()).run_id
+    next_run = store.finish(store.acquire("s1", first, "w1"), RunState.SUCCEEDED, attempts=1)
+    store.finish(store.acquire("s1", next_run, "w1"), RunState.SUCCEEDED, attempts=1)
+
+    session = [(e.run_id, e.type) for e in store.session_events("s1", timeout=0.2) if e]
+
+    assert session == [
+        (first, EventType.ACCEPTED),
+        (second, EventType.ACCEPTED),
+        (first, EventType.STARTED),
+        (first, EventType.COMMITTED),
+        (first, EventType.FINISHED),
+        (second, EventType.STARTED),
+        (second, EventType.COMMITTED),
+        (second, EventType.FINISHED),
+    ]
+
+
+def test_the_logs_are_bounded_and_expire(store: RunStore):
+    run_id = store.submit(request()).run_id
+    lease = store.acquire("s1", run_id, "w1")
+    for _ in range(10):
+        store.emit(lease, [(EventType.STARTED, {"attempt": 2})] * 50)
+
+    for log in (keys.run_events("s1", run_id), keys.session_events("s1")):
+        assert store.redis.xlen(log) < 200  # about events_max (100): trimmed by whole nodes
+        assert 0 < store.redis.ttl(log) <= store.settings.run_ttl_s
+
+
+@pytest.mark.parametrize("after", ["", "last", "1-2-3", "-1-0", "1" * 30 + "-0"])
+def test_a_malformed_event_id_is_refused_naming_the_field(store: RunStore, after: str):
+    run_id = store.submit(request()).run_id
+
+    with pytest.raises(InvalidInput, match="^after: must be an event id") as raised:
+        next(store.events(run_id, after=after))
+    assert raised.value.field == "after"
+
+
+def test_real_workers_log_each_attempt_and_one_terminal_event(runtime: Runtime):
+    runtime.start_worker()
+    key = new_key()
+    run = runtime.producer.submit("retried", f"key={key} fail=1")
+
+    events = list(run.events(timeout=60))
+
+    assert [(e.type, e.data.get("attempt")) for e in events] == [
+        (EventType.ACCEPTED, None),
+        (EventType.STARTED, 1),
+        (EventType.STARTED, 2),
+        (EventType.COMMITTED, None),
+        (EventType.FINISHED, None),
+    ]
+    assert events[-1].data == {"state": "succeeded"}
+    assert events[1].data["worker"] == events[2].data["worker"] == run.status().worker
+
+
+def test_a_worker_killed_mid_turn_shows_a_new_delivery_and_one_terminal_event(
+    runtime: Runtime,
+):
+    runtime.start_worker()
+    runtime.start_worker()
+    runtime.start_beat()
+    key = new_key()
+    run = runtime.producer.submit("killed", f"key={key} block")
+    runtime.wait_entered(key)
+
+    runtime.worker_of(run.id).kill()
+    events = list(run.events(timeout=60))
+
+    started = [e.data for e in events if e.type is EventType.STARTED]
+    assert [(s["attempt"], s["delivery"]) for s in started] == [(1, 1), (1, 2)]
+    assert started[0]["worker"] != started[1]["worker"]
+    assert [e.type for e in events].count(EventType.FINISHED) == 1
+    assert events[-1].data == {"state": "succeeded"}
+    assert runtime.contents("killed") == [f"key={key} block", f"answer to: key={key} block"]
