@@ -1,4 +1,5 @@
-"""Chat models: a small contract (``fence.models.base``) and its providers.
+"""Chat models: a small contract (``fence.models.base``), its streamed form
+(``fence.models.streaming``) and its providers.
 
 The provider classes load on first access, so ``import fence.models`` needs
 neither the optional ``openai`` package nor boto3's import time.
@@ -9,8 +10,9 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from fence.models.base import Model, ModelResponse, ToolSpec, Usage
+from fence.models.base import Model, ModelResponse, StreamItem, ToolSpec, Usage
 from fence.models.local import EchoModel, ScriptedModel
+from fence.models.streaming import StreamInterruptedError, TextDelta, ToolCallDelta
 
 _PROVIDERS = {
     "OpenAIChat": "fence.models.openai",
@@ -25,6 +27,10 @@ __all__ = [
     "Model",
     "ModelResponse",
     "ScriptedModel",
+    "StreamInterruptedError",
+    "StreamItem",
+    "TextDelta",
+    "ToolCallDelta",
     "ToolSpec",
     "Usage",
     *_PROVIDERS,

@@ -20,6 +20,12 @@ Converse is stricter than fence's history, so the conversion below decides:
   summary, or an agent without tools reading history another agent wrote)
   sends those calls and results as plain text instead.
 
+``stream`` uses ``converse_stream``. Its text deltas join to the same
+content as ``converse``'s text blocks (a newline between blocks), and a tool
+call's ``toolUse.input`` fragments join to its JSON input. An exception event
+in the stream (``throttlingException``, ``modelStreamErrorException``, ...) is
+retried or not as the same error of a ``converse`` call would be.
+
 The client is built on the first call, with botocore's retries off, so
 ``Model.invoke`` is the one place that retries (with fence's bounded backoff).
 A ``client`` you pass in is used as it is: configure its retries yourself.
@@ -31,14 +37,18 @@ import hashlib
 import json
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import boto3
+import urllib3.exceptions
 from botocore.config import Config
+from botocore.eventstream import ParserError as EventStreamParserError
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
+    EventStreamError,
     HTTPClientError,
     NoCredentialsError,
     NoRegionError,
@@ -48,7 +58,9 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from fence.errors import MissingCredentialError, ModelError
 from fence.messages import Message, Role, ToolCall
-from fence.models.base import Model, ModelResponse, ToolSpec, Usage
+from fence.models.base import Model, ModelResponse, StreamItem, ToolSpec, Usage
+from fence.models.converse_stream import ConverseStreamReply
+from fence.models.streaming import json_object
 
 CONVERSATION_START = "[conversation start]"
 """User text put before a conversation that opens with an assistant message."""
@@ -63,8 +75,10 @@ RETRYABLE_CODES = frozenset(
         "InternalServerException",
         "ModelNotReadyException",
         "ModelTimeoutException",
+        "ModelStreamErrorException",
     }
 )
+"""Error codes worth a fresh call; a stream's exception events use them in lower camel case."""
 MALFORMED_STOP_REASONS = frozenset({"malformed_model_output", "malformed_tool_use"})
 """Stop reasons of a bad sample: a fresh one may succeed, so these are retryable."""
 DEFAULT_TIMEOUT_S = 120.0
@@ -232,22 +246,62 @@ class BedrockConverse(Model):
         self, messages: list[Message], system: str | None, tools: list[ToolSpec]
     ) -> ModelResponse:
         client = self._get_client()
-        try:
+        with self._translated_errors():
             response = client.converse(**self.build_request(messages, system, tools))
-        except ClientError as error:
+        blocks = response.get("output", {}).get("message", {}).get("content", [])
+        uses = [block["toolUse"] for block in blocks if "toolUse" in block]
+        tool_calls = tuple(
+            self._tool_call(use.get("toolUseId"), use.get("name"), use.get("input") or {})
+            for use in uses
+        )
+        return self._response(
+            "\n".join(block["text"] for block in blocks if "text" in block),
+            tool_calls,
+            response.get("stopReason"),
+            response.get("usage", {}),
+        )
+
+    def _stream(
+        self, messages: list[Message], system: str | None, tools: list[ToolSpec]
+    ) -> Iterator[StreamItem]:
+        client = self._get_client()
+        reply = ConverseStreamReply()
+        with self._translated_errors():
+            events = client.converse_stream(**self.build_request(messages, system, tools))["stream"]
+            try:
+                for event in events:
+                    yield from reply.read(event)
+            finally:
+                events.close()
+        tool_calls = tuple(
+            self._tool_call(call_id, name, json_object(raw))
+            for call_id, name, raw in reply.fragments.calls()
+        )
+        yield self._response(reply.content, tool_calls, reply.stop_reason, reply.usage)
+
+    @contextmanager
+    def _translated_errors(self) -> Iterator[None]:
+        """botocore errors, before or during a stream, as ``ModelError``."""
+        try:
+            yield
+        except ClientError as error:  # includes a stream's exception events
             raise self._client_error(error) from error
         except (NoCredentialsError, PartialCredentialsError) as error:
             raise MissingCredentialError(
                 f"model {self.model_id!r} needs AWS credentials: set AWS_ACCESS_KEY_ID and "
                 "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, or run with an IAM role"
             ) from error
-        except (BotoConnectionError, HTTPClientError) as error:
+        except (
+            BotoConnectionError,
+            HTTPClientError,
+            urllib3.exceptions.HTTPError,  # a stream cut or timed out while it is read
+            EventStreamParserError,  # a damaged stream
+        ) as error:
             raise ModelError(
                 f"model {self.model_id!r}: {type(error).__name__}: {error}", retryable=True
             ) from error
         except BotoCoreError as error:
             raise ModelError(f"model {self.model_id!r}: {type(error).__name__}: {error}") from error
-        return self._parse(response)
 
     def _client_error(self, error: ClientError) -> ModelError:
         """Retry throttling, unavailable or not-ready models and server errors; not the rest."""
@@ -255,27 +309,25 @@ class BedrockConverse(Model):
         code = details.get("Code", "Unknown")
         detail = details.get("Message", "")
         status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
-        retryable = code in RETRYABLE_CODES or status >= 500
+        retryable = code[:1].upper() + code[1:] in RETRYABLE_CODES or status >= 500
+        where = "in the stream" if isinstance(error, EventStreamError) else f"HTTP {status}"
         return ModelError(
-            f"Bedrock model {self.model_id!r}: {code} (HTTP {status}): {detail}",
-            retryable=retryable,
+            f"Bedrock model {self.model_id!r}: {code} ({where}): {detail}", retryable=retryable
         )
 
-    def _parse(self, response: dict[str, Any]) -> ModelResponse:
-        blocks = response.get("output", {}).get("message", {}).get("content", [])
-        texts = [block["text"] for block in blocks if "text" in block]
-        tool_calls = tuple(
-            self._tool_call(block["toolUse"]) for block in blocks if "toolUse" in block
-        )
-        content = "\n".join(texts)
-        stop_reason = response.get("stopReason")
+    def _response(
+        self,
+        content: str,
+        tool_calls: tuple[ToolCall, ...],
+        stop_reason: str | None,
+        usage: dict[str, Any],
+    ) -> ModelResponse:
         if not content.strip() and not tool_calls:
             raise ModelError(
                 f"Bedrock model {self.model_id!r} returned an empty reply "
                 f"(stopReason={stop_reason!r}); there is nothing to store",
                 retryable=stop_reason in MALFORMED_STOP_REASONS,
             )
-        usage = response.get("usage", {})
         return ModelResponse(
             content=content,
             tool_calls=tool_calls,
@@ -286,11 +338,9 @@ class BedrockConverse(Model):
             stop_reason=stop_reason,
         )
 
-    def _tool_call(self, block: dict[str, Any]) -> ToolCall:
+    def _tool_call(self, call_id: str | None, name: str | None, arguments: Any) -> ToolCall:
         try:
-            return ToolCall(
-                id=block["toolUseId"], name=block["name"], arguments=block.get("input") or {}
-            )
+            return ToolCall(id=call_id, name=name, arguments=arguments)
         except ValueError as error:  # input that is not a JSON object, say
             raise ModelError(
                 f"Bedrock model {self.model_id!r} returned a malformed tool call: {error}",

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from fence.errors import ModelError
 from fence.messages import Message, Role
-from fence.models.base import Model, ModelResponse, ToolSpec, Usage
+from fence.models.base import Model, ModelResponse, StreamItem, ToolSpec, Usage
+from fence.models.streaming import TextDelta, tool_call_deltas
+
+_WORD = re.compile(r"\s*\S+\s*|\s+")
 
 
 class EchoModel(Model):
@@ -16,16 +20,23 @@ class EchoModel(Model):
 
     A reader of the reply can see memory at work: the count grows turn by turn
     and shrinks when a token window trims history. ``latency`` simulates a
-    slow provider.
+    slow provider: the wait before the answer (or its first token). ``stream``
+    sends the answer word by word (each word with the whitespace after it),
+    waiting ``token_delay_s`` before each word; ``invoke`` does not wait for them.
     """
 
     model_id = "echo"
 
-    def __init__(self, latency: float = 0.0, *, source: str | None = None) -> None:
+    def __init__(
+        self, latency: float = 0.0, *, source: str | None = None, token_delay_s: float = 0.0
+    ) -> None:
         super().__init__(source=source, max_retries=0)
         if latency < 0:
             raise ValueError(f"latency: must be >= 0 seconds (got {latency})")
+        if token_delay_s < 0:
+            raise ValueError(f"token_delay_s: must be >= 0 seconds (got {token_delay_s})")
         self.latency = latency
+        self.token_delay_s = token_delay_s
 
     def _complete(
         self, messages: list[Message], system: str | None, tools: list[ToolSpec]
@@ -39,6 +50,23 @@ class EchoModel(Model):
             usage=Usage(input_tokens=sum(m.tokens or 0 for m in messages)),
             stop_reason="end_turn",
         )
+
+    def _stream(
+        self, messages: list[Message], system: str | None, tools: list[ToolSpec]
+    ) -> Iterator[StreamItem]:
+        # Built on _complete, so a subclass that changes the answer streams its own answer.
+        response = self._checked(self._complete(messages, system, tools))
+        for word in words(response.content):
+            if self.token_delay_s:
+                time.sleep(self.token_delay_s)
+            yield TextDelta(text=word)
+        yield from tool_call_deltas(response.tool_calls)
+        yield response
+
+
+def words(text: str) -> list[str]:
+    """``text`` as words, each with the whitespace after it: the pieces join back to ``text``."""
+    return _WORD.findall(text)
 
 
 class ScriptedModel(Model):

@@ -8,6 +8,10 @@ examples construct ``GPT4omini(source="app")`` at import time, where a missing
 ``OPENAI_API_KEY`` must not fail yet, and a Celery worker that forks after
 import gets a fresh connection pool in each child. The SDK's own retries are
 off (``max_retries=0``) so ``Model.invoke`` is the one place that retries.
+
+``stream`` asks for ``stream: true`` with usage in the last chunk, and reads
+the server-sent chunks as they come: text in ``delta.content``, tool-call
+argument fragments in ``delta.tool_calls`` keyed by ``index``.
 """
 
 from __future__ import annotations
@@ -16,12 +20,14 @@ import json
 import os
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from fence.errors import MissingCredentialError, ModelError
 from fence.messages import Message, Role, ToolCall
-from fence.models.base import Model, ModelResponse, ToolSpec, Usage
+from fence.models.base import Model, ModelResponse, StreamItem, ToolSpec, Usage
+from fence.models.streaming import TextDelta, ToolCallDelta, ToolCallFragments, json_object
 
 if TYPE_CHECKING:
     import openai as openai_sdk
@@ -30,6 +36,9 @@ API_KEY_ENV = "OPENAI_API_KEY"
 DEFAULT_TIMEOUT_S = 120.0
 _MAX_DETAIL_CHARS = 500
 _AUTH_STATUSES = (401, 403)
+_RETRYABLE_STREAM_ERRORS = frozenset({"server_error", "rate_limit_exceeded", "requests", "tokens"})
+"""An error sent inside a stream with one of these as ``type`` or ``code`` is retryable, as a 429
+or 5xx is; rate-limit errors have type ``requests`` or ``tokens``."""
 
 
 def _import_openai() -> Any:
@@ -174,31 +183,79 @@ class OpenAIChat(Model):
         self, messages: list[Message], system: str | None, tools: list[ToolSpec]
     ) -> ModelResponse:
         client = self._get_client()
-        try:
+        with self._translated_errors():
             completion = client.chat.completions.create(
                 **self.build_request(messages, system, tools)
             )
-        except self._openai.OpenAIError as error:
-            # Chain the SDK error for debugging, except an auth failure's: it may echo the key.
-            cause = None if self._refused_credentials(error) else error
-            raise self._model_error(error) from cause
-        return self._parse(completion)
-
-    def _parse(self, completion: Any) -> ModelResponse:
         if not completion.choices:
             raise ModelError(f"model {self.model_id!r} returned no choices")
         choice = completion.choices[0]
         message = choice.message
-        content = message.content or getattr(message, "refusal", None) or ""
         tool_calls = tuple(
-            self._parse_tool_call(call) for call in (message.tool_calls or ()) if _is_function(call)
+            self._tool_call(call.id, call.function.name, call.function.arguments)
+            for call in (message.tool_calls or ())
+            if _is_function(call)
         )
+        return self._response(
+            message.content or getattr(message, "refusal", None) or "",
+            tool_calls,
+            choice.finish_reason,
+            completion.usage,
+        )
+
+    def _stream(
+        self, messages: list[Message], system: str | None, tools: list[ToolSpec]
+    ) -> Iterator[StreamItem]:
+        client = self._get_client()
+        request = self.build_request(messages, system, tools)
+        text: list[str] = []
+        fragments = ToolCallFragments()
+        finish_reason = usage = None
+        with (
+            self._translated_errors(),
+            client.chat.completions.create(
+                **request, stream=True, stream_options={"include_usage": True}
+            ) as chunks,
+        ):
+            for chunk in chunks:
+                usage = chunk.usage or usage
+                if not chunk.choices:
+                    continue
+                choice = chunk.choices[0]
+                finish_reason = choice.finish_reason or finish_reason
+                piece = choice.delta.content or getattr(choice.delta, "refusal", None)
+                if piece:
+                    text.append(piece)
+                    yield TextDelta(text=piece)
+                for position, call in enumerate(choice.delta.tool_calls or ()):
+                    delta = _tool_call_delta(call, position)
+                    fragments.add(delta)
+                    yield delta
+        tool_calls = tuple(self._tool_call(*call) for call in fragments.calls())
+        yield self._response("".join(text), tool_calls, finish_reason, usage)
+
+    @contextmanager
+    def _translated_errors(self) -> Iterator[None]:
+        """SDK errors, before or during a stream, as ``ModelError``."""
+        try:
+            yield
+        except self._openai.OpenAIError as error:
+            # Chain the SDK error for debugging, except an auth failure's: it may echo the key.
+            cause = None if self._refused_credentials(error) else error
+            raise self._model_error(error) from cause
+
+    def _response(
+        self,
+        content: str,
+        tool_calls: tuple[ToolCall, ...],
+        finish_reason: str | None,
+        usage: Any,
+    ) -> ModelResponse:
         if not content.strip() and not tool_calls:
             raise ModelError(
                 f"model {self.model_id!r} returned an empty reply "
-                f"(finish_reason={choice.finish_reason!r}); there is nothing to store"
+                f"(finish_reason={finish_reason!r}); there is nothing to store"
             )
-        usage = completion.usage
         return ModelResponse(
             content=content,
             tool_calls=tool_calls,
@@ -206,33 +263,21 @@ class OpenAIChat(Model):
                 input_tokens=(usage.prompt_tokens or 0) if usage else 0,
                 output_tokens=(usage.completion_tokens or 0) if usage else 0,
             ),
-            stop_reason=choice.finish_reason,
+            stop_reason=finish_reason,
         )
 
-    def _parse_tool_call(self, call: Any) -> ToolCall:
-        raw = call.function.arguments
-        arguments: Any
-        if isinstance(raw, dict):  # some compatible servers send an object, not a string
-            arguments = raw
-        elif not (raw or "").strip():  # some send null or "" for a tool without arguments
-            arguments = {}
-        else:
-            try:
-                arguments = json.loads(raw, parse_constant=_reject)
-            except ValueError:  # also NaN/Infinity: not JSON, and not storable as such
-                arguments = None
-        if not isinstance(arguments, dict):
+    def _tool_call(self, call_id: str | None, name: str | None, raw: Any) -> ToolCall:
+        arguments = json_object(raw)  # some servers send null or "" for no arguments
+        if arguments is None:
             # A fresh sample usually fixes malformed arguments, so let invoke retry.
             raise ModelError(
-                f"model {self.model_id!r} called tool {call.function.name!r} with arguments "
+                f"model {self.model_id!r} called tool {name!r} with arguments "
                 "that are not a JSON object",
                 retryable=True,
             )
         try:
             return ToolCall(
-                id=call.id or f"call_{uuid.uuid4().hex[:24]}",
-                name=call.function.name,
-                arguments=arguments,
+                id=call_id or f"call_{uuid.uuid4().hex[:24]}", name=name, arguments=arguments
             )
         except ValueError as error:  # e.g. no tool name
             raise ModelError(
@@ -265,6 +310,12 @@ class OpenAIChat(Model):
             detail = self._scrub(_error_detail(error))
             suffix = f" [{code}]" if code else ""
             return ModelError(f"{where}: HTTP {status}{suffix}: {detail}", retryable=retryable)
+        body = getattr(error, "body", None)
+        if isinstance(error, self._openai.APIError) and isinstance(body, dict):  # sent in a stream
+            kinds = {body.get("type"), body.get("code")}
+            retryable = bool(kinds & _RETRYABLE_STREAM_ERRORS) and "insufficient_quota" not in kinds
+            detail = self._scrub(_error_detail(error))
+            return ModelError(f"{where}: error in the stream: {detail}", retryable=retryable)
         return ModelError(f"{where}: {name}: {self._scrub(str(error))}")
 
     def _scrub(self, text: str) -> str:
@@ -292,8 +343,18 @@ def _is_function(call: Any) -> bool:
     return is_function_type and getattr(call, "function", None) is not None
 
 
-def _reject(constant: str) -> Any:
-    raise ValueError(f"{constant} is not valid JSON")
+def _tool_call_delta(call: Any, position: int) -> ToolCallDelta:
+    """One ``delta.tool_calls`` item; a server that sends no ``index`` gets its position."""
+    function = call.function
+    arguments = function.arguments if function else None
+    if isinstance(arguments, dict):  # some compatible servers send an object, not a string
+        arguments = json.dumps(arguments)
+    return ToolCallDelta(
+        index=call.index if isinstance(call.index, int) else position,
+        id=call.id,
+        name=function.name if function else None,
+        arguments=arguments or "",
+    )
 
 
 def _error_detail(error: Any) -> str:

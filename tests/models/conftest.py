@@ -1,9 +1,11 @@
 """Wire-level doubles: an in-process OpenAI endpoint and stubbed Bedrock clients.
 
-Nothing here touches the network. The OpenAI double sits under a real
+Nothing here leaves the machine. The OpenAI double sits under a real
 ``openai`` client as an ``httpx.MockTransport``; Bedrock tests use a real
 ``bedrock-runtime`` client with ``botocore.stub.Stubber``, which validates
-every request and reply against the service's own model.
+every request and reply against the service's own model. Streamed calls go
+to a ``LocalServer`` on loopback (``tests/models/wire.py``), which speaks
+each provider's real streaming format.
 """
 
 from __future__ import annotations
@@ -15,10 +17,12 @@ from typing import Any
 import boto3
 import httpx
 import pytest
+from botocore.config import Config
 from botocore.stub import Stubber
 
 from fence.messages import Message, Role
 from fence.models.base import ToolSpec
+from tests.models.wire import LocalServer
 
 AWS_ENV = (
     "AWS_ACCESS_KEY_ID",
@@ -141,6 +145,23 @@ def bedrock_client(aws_env) -> Any:
         aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1"
     )
     return session.client("bedrock-runtime")
+
+
+@pytest.fixture
+def local_server() -> Iterator[LocalServer]:
+    server = LocalServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def local_bedrock_client(aws_env, local_server) -> Any:
+    """A real ``bedrock-runtime`` client sending to ``local_server``, one attempt per call."""
+    session = boto3.session.Session(
+        aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1"
+    )
+    config = Config(retries={"total_max_attempts": 1, "mode": "standard"}, read_timeout=10)
+    return session.client("bedrock-runtime", endpoint_url=local_server.url, config=config)
 
 
 @pytest.fixture
