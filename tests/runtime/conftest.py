@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import redis
 
+from fence.runs import RunRequest, RunStore
+from fence.settings import Settings
 from producer.stack.launch import start_redis
 from tests.memory.aws_server import DUMMY_ENV
 from tests.support import (  # noqa: F401 - the tests import them from here
@@ -21,6 +23,17 @@ from tests.support import (  # noqa: F401 - the tests import them from here
 )
 
 OUTAGE_TABLE = "outage-memory"
+
+
+def empty_store(redis_url: str, **settings: object) -> RunStore:
+    """A ``RunStore`` on an emptied Redis, for the scripts' contract without workers."""
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    client.flushall()
+    return RunStore(client, Settings(redis_url=redis_url, **settings))
+
+
+def request(session_id: str = "s1", message: str = "hi", **fields: object) -> RunRequest:
+    return RunRequest(session_id=session_id, message=message, agent="demo", **fields)
 
 
 @pytest.fixture(scope="session")

@@ -6,25 +6,17 @@ from __future__ import annotations
 import threading
 
 import pytest
-import redis
 
-from fence.runs import LeaseLost, RunRequest, RunState, RunStore, keys
+from fence.runs import LeaseLost, RunState, RunStore, keys
 from fence.runs.events import EventType
-from fence.settings import Settings
 from fence.validation import InvalidInput
 
-from .conftest import Runtime, new_key
+from .conftest import Runtime, empty_store, new_key, request
 
 
 @pytest.fixture
 def store(redis_url) -> RunStore:
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
-    client.flushall()
-    return RunStore(client, Settings(redis_url=redis_url, events_max=100))
-
-
-def request(session_id: str = "s1", message: str = "hi", **fields) -> RunRequest:
-    return RunRequest(session_id=session_id, message=message, agent="demo", **fields)
+    return empty_store(redis_url, events_max=100)
 
 
 def logged(store: RunStore, run_id: str) -> list[tuple[EventType, dict]]:
@@ -217,24 +209,3 @@ def test_real_workers_log_each_attempt_and_one_terminal_event(runtime: Runtime):
     ]
     assert events[-1].data == {"state": "succeeded"}
     assert events[1].data["worker"] == events[2].data["worker"] == run.status().worker
-
-
-def test_a_worker_killed_mid_turn_shows_a_new_delivery_and_one_terminal_event(
-    runtime: Runtime,
-):
-    runtime.start_worker()
-    runtime.start_worker()
-    runtime.start_beat()
-    key = new_key()
-    run = runtime.producer.submit("killed", f"key={key} block")
-    runtime.wait_entered(key)
-
-    runtime.worker_of(run.id).kill()
-    events = list(run.events(timeout=60))
-
-    started = [e.data for e in events if e.type is EventType.STARTED]
-    assert [(s["attempt"], s["delivery"]) for s in started] == [(1, 1), (1, 2)]
-    assert started[0]["worker"] != started[1]["worker"]
-    assert [e.type for e in events].count(EventType.FINISHED) == 1
-    assert events[-1].data == {"state": "succeeded"}
-    assert runtime.contents("killed") == [f"key={key} block", f"answer to: key={key} block"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fence.runs import RunRequest, RunState, keys
+from fence.runs import EventType, RunRequest, RunState, keys
 
 from .conftest import Runtime, new_key
 
@@ -21,6 +21,12 @@ def test_a_turn_killed_midway_completes_exactly_once_on_another_worker(runtime: 
     assert runtime.calls(key) == 2  # the dead worker's call, then the rerun
     assert runtime.contents("crash-mid") == [f"key={key} block", f"answer to: key={key} block"]
     assert (run.status().deliveries, run.status().attempts) == (2, 1)
+    events = list(run.events(timeout=5))  # the log shows the new delivery, and one end
+    started = [e.data for e in events if e.type is EventType.STARTED]
+    assert [(s["attempt"], s["delivery"]) for s in started] == [(1, 1), (1, 2)]
+    assert started[0]["worker"] != started[1]["worker"]
+    assert [e.type for e in events].count(EventType.FINISHED) == 1
+    assert events[-1].data == {"state": "succeeded"}
 
 
 def test_a_worker_killed_after_commit_does_not_duplicate_and_the_session_continues(

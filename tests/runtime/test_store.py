@@ -6,20 +6,15 @@ import pytest
 import redis
 from redis.crc import key_slot
 
-from fence.runs import Lease, LeaseLost, RunRequest, RunState, RunStore, SessionInfo, Skip, keys
-from fence.settings import Settings
+from fence.runs import Lease, LeaseLost, RunState, RunStore, SessionInfo, Skip, keys
 from producer import Producer
+
+from .conftest import empty_store, request
 
 
 @pytest.fixture
 def store(redis_url) -> RunStore:
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
-    client.flushall()
-    return RunStore(client, Settings(redis_url=redis_url, stall_after_s=5.0))
-
-
-def request(session_id: str = "s1", message: str = "hi", **fields) -> RunRequest:
-    return RunRequest(session_id=session_id, message=message, agent="demo", **fields)
+    return empty_store(redis_url, stall_after_s=5.0)
 
 
 def test_first_run_is_dispatched_and_later_ones_wait_in_order(store: RunStore):
