@@ -12,6 +12,7 @@ from fence.agents.window import history_from_window
 from fence.errors import FenceError
 from fence.memory.base import BaseMemory
 from fence.memory.fleeting import FleetingMemory
+from fence.memory.long_term import LongTermRecall, MemoryRecord, with_recalled
 from fence.messages import Message, Role
 from fence.models.base import Model
 from fence.tools import Tool, as_tool
@@ -31,11 +32,14 @@ class MaxIterationsError(FenceError):
 
 @dataclass(frozen=True)
 class PreparedTurn:
-    """A turn's messages before commit; ``last_seq`` is the history it was based on."""
+    """A turn's messages before commit; ``last_seq`` is the history it was based on.
+
+    ``recalled`` are the long-term records the model was given (not stored)."""
 
     messages: list[Message]
     answer: str
     last_seq: int
+    recalled: tuple[MemoryRecord, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,7 @@ class TurnResult:
     answer: str
     messages: list[Message]
     committed: bool
+    recalled: tuple[MemoryRecord, ...] = ()
 
 
 class Agent:
@@ -57,7 +62,9 @@ class Agent:
     limits what is sent, not what is stored. ``prefill`` is an assistant
     message that opens a conversation: it is committed with the first turn of
     a session whose history is empty (so again after ``memory.clear()``, which
-    starts a new conversation), never after every run.
+    starts a new conversation), never after every run. ``long_term`` recalls
+    long-term records for each prompt and sends them with the system prompt
+    (``fence.memory.long_term``); they are not stored.
 
     A turn writes nothing unless it finishes: a model error, an empty answer,
     ``MaxIterationsError`` or a raising ``checkpoint`` leave memory untouched.
@@ -75,6 +82,7 @@ class Agent:
         max_memory_size: int | None = None,
         prefill: str | None = None,
         max_iterations: int = 10,
+        long_term: LongTermRecall | None = None,
     ) -> None:
         _require_text("identifier", identifier)
         if not isinstance(model, Model):
@@ -93,6 +101,11 @@ class Agent:
             raise ValueError(f"max_iterations: must be an integer >= 1 (got {max_iterations!r})")
         if prefill is not None:
             _require_text("prefill", prefill)
+        if long_term is not None and not isinstance(long_term, LongTermRecall):
+            raise ValueError(
+                "long_term: must be a LongTermRecall, e.g. LongTermRecall(agentcore_memory) "
+                f"(got {type(long_term).__name__})"
+            )
         self.identifier = identifier
         self.model = model
         self.memory = memory if memory is not None else FleetingMemory()
@@ -108,6 +121,7 @@ class Agent:
             else None
         )
         self.max_iterations = max_iterations
+        self.long_term = long_term
 
     @property
     def memory(self) -> BaseMemory:
@@ -156,7 +170,7 @@ class Agent:
                 "messages": len(prepared.messages),
             },
         )
-        return TurnResult(turn_id, prepared.answer, prepared.messages, committed)
+        return TurnResult(turn_id, prepared.answer, prepared.messages, committed, prepared.recalled)
 
     def prepare_turn(
         self, prompt: str, *, checkpoint: Callable[[], None] | None = None
@@ -178,7 +192,8 @@ class Agent:
         if self.prefill and not window.messages and not window.truncated:
             turn.append(self.prefill)
         turn.append(user_message)
-        system = self.role or window.system
+        recalled = self._recall(prompt)
+        system = with_recalled(self.role or window.system, recalled)
         specs = [tool.spec for tool in self.tools.values()]
         for iteration in range(1, self.max_iterations + 1):
             check()
@@ -192,7 +207,7 @@ class Agent:
                 )
             )
             if not response.tool_calls:
-                return PreparedTurn(turn, response.content, window.last_seq)
+                return PreparedTurn(turn, response.content, window.last_seq, recalled)
             if iteration == self.max_iterations:
                 break  # no model call left to read the results: don't run the tools
             for call in response.tool_calls:
@@ -202,6 +217,11 @@ class Agent:
             f"agent {self.identifier!r}: still calling tools after "
             f"max_iterations={self.max_iterations}; the turn was not committed"
         )
+
+    def _recall(self, prompt: str) -> tuple[MemoryRecord, ...]:
+        if self.long_term is None:
+            return ()
+        return tuple(self.long_term.recall(prompt, session_id=self.memory.session_id))
 
     def _run_tool(self, call_id: str, name: str, arguments: dict[str, Any]) -> Message:
         tool = self.tools.get(name)

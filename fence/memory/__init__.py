@@ -1,4 +1,5 @@
-"""Memory backends that share one contract (see ``fence.memory.base``).
+"""Memory backends that share one contract (see ``fence.memory.base``), and the
+long-term memory option an Agent can recall from (``fence.memory.long_term``).
 
 The AWS backends are imported on first use, so code that only needs
 FleetingMemory or SQLiteMemory does not pay for importing boto3.
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from fence.memory.base import BaseMemory, Window
 from fence.memory.fleeting import FleetingMemory
+from fence.memory.long_term import LongTermMemory, LongTermRecall, MemoryRecord
 from fence.memory.sqlite import SQLiteMemory
 
 if TYPE_CHECKING:
@@ -27,6 +29,9 @@ __all__ = [
     "BaseMemory",
     "DynamoDBMemory",
     "FleetingMemory",
+    "LongTermMemory",
+    "LongTermRecall",
+    "MemoryRecord",
     "SQLiteMemory",
     "Window",
 ]

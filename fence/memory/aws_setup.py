@@ -12,11 +12,19 @@ From the command line (region and endpoint follow boto3's usual settings,
 
     python -m fence.memory.aws_setup dynamodb --table agent-memory [--sort-key sk] [--pitr]
     python -m fence.memory.aws_setup agentcore --name fence_memory [--event-expiry-days 90]
+        [--strategies semantic,summary,user_preference | --strategies none]
+
+The AgentCore memory gets AgentCore's built-in long-term strategies (semantic
+facts, session summaries, user preferences), each writing to a namespace that
+starts with the actor id and, for summaries, names the session (see
+``fence.memory.agentcore.strategies``), so ``AgentCoreMemory.search`` finds an
+actor's records under one path.
 
 Both are idempotent: an existing table is checked (its key schema must match)
 and gets TTL enabled if it lacks it; an existing memory of the same name is
-reused. For production, ``ops/dynamodb-table.yaml`` creates the table with
-CloudFormation instead.
+reused, and gets the strategies asked for that it lacks (those it has are
+left as they are). For production, ``ops/dynamodb-table.yaml`` creates the
+table with CloudFormation instead.
 """
 
 from __future__ import annotations
@@ -35,10 +43,13 @@ from botocore.exceptions import ClientError, WaiterError
 
 from fence.errors import FenceError, MemoryBackendError
 from fence.memory import _aws
+from fence.memory.agentcore.strategies import STRATEGIES
 from fence.memory.dynamodb import TTL_ATTRIBUTE
 
 DEFAULT_TABLE = "agent-memory"
 DEFAULT_MEMORY_NAME = "fence_memory"
+DEFAULT_STRATEGIES = tuple(STRATEGIES)
+"""semantic, summary and user_preference."""
 
 
 def create_dynamodb_table(
@@ -143,6 +154,7 @@ def create_agentcore_memory(
     name: str = DEFAULT_MEMORY_NAME,
     *,
     event_expiry_days: int = 90,
+    strategies: Sequence[str] = DEFAULT_STRATEGIES,
     description: str | None = None,
     region: str | None = None,
     endpoint_url: str | None = None,
@@ -153,11 +165,17 @@ def create_agentcore_memory(
 ) -> dict[str, Any]:
     """Create (or find) the AgentCore memory called ``name``; wait until it is ACTIVE.
 
-    Returns ``{"memory_id", "arn", "name", "status", "created"}``; set
-    ``FENCE_AGENTCORE_MEMORY_ID`` to ``memory_id``. Events expire after
-    ``event_expiry_days`` (3-3650), which is also how long cleared events
-    linger (see ``fence.memory.agentcore``).
+    ``strategies`` names built-in long-term strategies (``semantic``,
+    ``summary``, ``user_preference``; all three by default, ``()`` for none);
+    an existing memory gets those it lacks. Returns ``{"memory_id", "arn",
+    "name", "status", "created", "strategies"}``, the last a list of
+    ``{"type", "id", "namespaces"}``; set ``FENCE_AGENTCORE_MEMORY_ID`` to
+    ``memory_id``. Events expire after ``event_expiry_days`` (3-3650), which
+    is also how long cleared events linger (see ``fence.memory.agentcore``).
     """
+    unknown = sorted(set(strategies) - set(STRATEGIES))
+    if unknown:
+        raise ValueError(f"strategies: unknown {unknown}; choose from {sorted(STRATEGIES)}")
     what = f"AgentCore memory {name!r}"
     control = _aws.make_client(
         "bedrock-agentcore-control",
@@ -171,18 +189,59 @@ def create_agentcore_memory(
     def call(operation: str, **params: Any) -> dict[str, Any]:
         return _aws.call(control, operation, what=what, not_found="it was not found", **params)
 
+    wanted = [STRATEGIES[key] for key in dict.fromkeys(strategies)]
     memory = _find_memory(call, name)
     created = memory is None
     if memory is None:
         params: dict[str, Any] = {
             "name": name,
             "eventExpiryDuration": event_expiry_days,
+            "memoryStrategies": [strategy.request() for strategy in wanted],
             # the same name gives the same token: a retried create makes one memory
-            "clientToken": hashlib.sha256(f"fence-memory|{name}".encode()).hexdigest(),
+            "clientToken": _token("fence-memory", name),
         }
         if description:
             params["description"] = description
         memory = call("create_memory", **params)["memory"]
+    memory = _wait_active(call, memory, what, wait, timeout_s)
+    present = {s.get("type") for s in memory.get("strategies") or []}
+    missing = [strategy for strategy in wanted if strategy.type not in present]
+    if missing:
+        call(
+            "update_memory",
+            memoryId=memory["id"],
+            memoryStrategies={"addMemoryStrategies": [s.request() for s in missing]},
+            clientToken=_token("fence-strategies", memory["id"], *(s.type for s in missing)),
+        )
+        memory = _wait_active(
+            call, call("get_memory", memoryId=memory["id"])["memory"], what, wait, timeout_s
+        )
+    return {
+        "memory_id": memory["id"],
+        "arn": memory["arn"],
+        "name": memory.get("name", name),
+        "status": memory["status"],
+        "created": created,
+        "strategies": [
+            {
+                "type": s.get("type"),
+                "id": s.get("strategyId"),
+                "namespaces": s.get("namespaceTemplates") or s.get("namespaces") or [],
+            }
+            for s in memory.get("strategies") or []
+        ],
+    }
+
+
+def _token(*parts: str) -> str:
+    """A client token that is the same for the same request, so a retry makes one change."""
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()
+
+
+def _wait_active(
+    call: Any, memory: dict[str, Any], what: str, wait: bool, timeout_s: float
+) -> dict[str, Any]:
+    """``memory`` once it is ACTIVE (polling ``get_memory``), or as it is without ``wait``."""
     deadline = time.monotonic() + timeout_s
     while wait and memory["status"] != "ACTIVE":
         if memory["status"] == "FAILED":
@@ -197,13 +256,7 @@ def create_agentcore_memory(
         memory = call("get_memory", memoryId=memory["id"])["memory"]
         if memory["status"] not in ("ACTIVE", "FAILED"):
             time.sleep(2)
-    return {
-        "memory_id": memory["id"],
-        "arn": memory["arn"],
-        "name": memory.get("name", name),
-        "status": memory["status"],
-        "created": created,
-    }
+    return memory
 
 
 def _find_memory(call: Any, name: str) -> dict[str, Any] | None:
@@ -251,6 +304,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--name", default=DEFAULT_MEMORY_NAME, help=f"default {DEFAULT_MEMORY_NAME}"
     )
     memory.add_argument("--event-expiry-days", type=int, default=90, help="3-3650, default 90")
+    memory.add_argument(
+        "--strategies",
+        default=",".join(DEFAULT_STRATEGIES),
+        help="long-term strategies, comma-separated, or none (default: all three)",
+    )
     memory.add_argument("--description", default=None)
 
     args = parser.parse_args(argv)
@@ -269,16 +327,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             result = create_agentcore_memory(
                 args.name,
                 event_expiry_days=args.event_expiry_days,
+                strategies=_strategy_names(args.strategies),
                 description=args.description,
                 **where,
             )
-    except FenceError as exc:
+    except (FenceError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(json.dumps(result, indent=2))
     if args.command == "agentcore":
         print(f"export FENCE_AGENTCORE_MEMORY_ID={result['memory_id']}", file=sys.stderr)
     return 0
+
+
+def _strategy_names(text: str) -> tuple[str, ...]:
+    if text.strip().lower() == "none":
+        return ()
+    return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
 if __name__ == "__main__":

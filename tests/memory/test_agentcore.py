@@ -23,6 +23,7 @@ from botocore.stub import ANY, Stubber
 from fence.errors import MemoryBackendError, StaleWriteError
 from fence.memory import AgentCoreMemory
 from fence.memory.agentcore import MAX_MESSAGES_PER_TURN, agentcore_session_id
+from fence.memory.agentcore.layout import CONVERSATIONAL_TEXT_MAX, turn_payload
 from fence.messages import Message, Role, ToolCall
 from fence.settings import get_settings
 from tests.memory import aws_server
@@ -37,8 +38,30 @@ def user(text: str) -> Message:
     return Message(role=Role.USER, content=text)
 
 
-def turn_event(event_id: str, first: int, texts: list[str], turn_id: str | None = None) -> dict:
-    """An event as the service returns it for a turn we wrote."""
+def turn_metadata(first: int, count: int, turn_id: str | None) -> dict:
+    metadata = {
+        "fence_kind": {"stringValue": "turn"},
+        "fence_seq": {"stringValue": str(first)},
+        "fence_last": {"stringValue": str(first + count - 1)},
+    }
+    if turn_id:
+        metadata["fence_turn"] = {"stringValue": turn_id}
+    return metadata
+
+
+def turn_event(
+    event_id: str, first: int, texts: list[str], turn_id: str | None = None, at: datetime = TIE
+) -> dict:
+    """An event as the service returns it for a turn Fence writes: conversational
+    entries, then the companion blob."""
+    payload = turn_payload([user(text) for text in texts])
+    return _event(event_id, payload, turn_metadata(first, len(texts), turn_id), at=at)
+
+
+def blob_only_turn_event(
+    event_id: str, first: int, texts: list[str], turn_id: str | None = None
+) -> dict:
+    """A turn as earlier versions of Fence wrote it: one blob per message."""
     blobs = []
     for offset, text in enumerate(texts):
         blob = {
@@ -49,14 +72,13 @@ def turn_event(event_id: str, first: int, texts: list[str], turn_id: str | None 
         if turn_id:
             blob["turn_id"] = turn_id
         blobs.append({"blob": blob})
-    metadata = {
-        "fence_kind": {"stringValue": "turn"},
-        "fence_seq": {"stringValue": str(first)},
-        "fence_last": {"stringValue": str(first + len(texts) - 1)},
-    }
-    if turn_id:
-        metadata["fence_turn"] = {"stringValue": turn_id}
-    return _event(event_id, blobs, metadata)
+    return _event(event_id, blobs, turn_metadata(first, len(texts), turn_id))
+
+
+def foreign_event(event_id: str, messages: list[tuple[str, str]], at: datetime = TIE) -> dict:
+    """An event another tool wrote, as ``MemoryClient.create_event(messages=...)`` does."""
+    payload = [{"conversational": {"content": {"text": t}, "role": r}} for t, r in messages]
+    return _event(event_id, payload, at=at)
 
 
 def system_event(event_id: str, text: str, at: int) -> dict:
@@ -67,13 +89,13 @@ def system_event(event_id: str, text: str, at: int) -> dict:
     )
 
 
-def _event(event_id: str, payload: list, metadata: dict | None = None) -> dict:
+def _event(event_id: str, payload: list, metadata: dict | None = None, at: datetime = TIE) -> dict:
     event = {
         "memoryId": MEMORY_ID,
         "actorId": ACTOR,
         "sessionId": SESSION,
         "eventId": event_id,
-        "eventTimestamp": TIE,
+        "eventTimestamp": at,
         "payload": payload,
     }
     if metadata:
@@ -140,7 +162,8 @@ def sent_tokens(memory: AgentCoreMemory) -> list[str]:
 
 def test_all_pages_are_read_and_sorted_by_seq_not_by_service_order(stubbed):
     memory, stubber = stubbed
-    # newest first, every timestamp in the same millisecond, ids not in seq order
+    # newest first, every timestamp in the same millisecond, ids not in seq order;
+    # the oldest turn was written by an earlier version of Fence (blob-only)
     page_1 = [
         turn_event("1767268800123#0a", 5, ["five"]),
         turn_event("1767268800123#ff", 4, ["four"]),
@@ -148,12 +171,8 @@ def test_all_pages_are_read_and_sorted_by_seq_not_by_service_order(stubbed):
     page_2 = [
         system_event("1767268800123#05", "the prompt", at=2),
         turn_event("1767268800123#11", 3, ["three"]),
-        _event(
-            "1767268800123#22",
-            [{"conversational": {"content": {"text": "not ours"}, "role": "USER"}}],
-        ),
     ]
-    page_3 = [turn_event("1767268800123#01", 1, ["one", "two"], turn_id="run-1")]
+    page_3 = [blob_only_turn_event("1767268800123#01", 1, ["one", "two"], turn_id="run-1")]
     stubber.add_response("list_events", {"events": page_1, "nextToken": "p2"}, list_params())
     stubber.add_response("list_events", {"events": page_2, "nextToken": "p3"}, list_params("p2"))
     stubber.add_response("list_events", {"events": page_3}, list_params("p3"))
@@ -168,6 +187,59 @@ def test_all_pages_are_read_and_sorted_by_seq_not_by_service_order(stubbed):
         (5, "five"),
     ]
     assert {m.turn_id for m in messages[:2]} == {"run-1"}
+
+
+def at_ms(millis: int) -> datetime:
+    return datetime.fromtimestamp(millis / 1000, tz=UTC)
+
+
+def test_events_other_tools_wrote_are_merged_by_timestamp_then_event_id(stubbed):
+    memory, stubber = stubbed
+    events = [  # newest first, as the service lists them
+        turn_event("3000#ff", 3, ["fence at 3000"], "run-3", at=at_ms(3000)),
+        foreign_event("3000#00", [("sdk at 3000, smaller id", "USER")], at=at_ms(3000)),
+        foreign_event(
+            "2000#bb",
+            [("Hello from the SDK", "USER"), ("Hi!", "ASSISTANT"), ("42 degrees", "TOOL")],
+            at=at_ms(2000),
+        ),
+        turn_event("1000#aa", 1, ["fence at 1000", "second of the turn"], "run-1", at=at_ms(1000)),
+    ]
+    stubber.add_response("list_events", {"events": events}, list_params())
+
+    window = memory.get_window()
+
+    assert [(m.seq, m.role.value, m.content) for m in window.messages] == [
+        (1, "user", "fence at 1000"),
+        (2, "user", "second of the turn"),
+        (None, "user", "Hello from the SDK"),
+        (None, "assistant", "Hi!"),
+        (None, "user", "42 degrees"),  # a TOOL entry without its call reaches a model as text
+        (None, "user", "sdk at 3000, smaller id"),
+        (3, "user", "fence at 3000"),
+    ]
+    assert window.last_seq == 3  # other writers' events have no seq and do not move it
+    tool = window.messages[4]
+    assert tool.meta == {"agentcore_event_id": "2000#bb", "agentcore_role": "TOOL"}
+    assert tool.turn_id is None and tool.tokens
+
+
+def test_fence_turns_keep_seq_order_even_when_their_timestamps_disagree(stubbed):
+    """Two workers' clocks disagree: seq still orders Fence's turns, and a foreign
+    event is placed by the merge, deterministically."""
+    memory, stubber = stubbed
+    events = [
+        foreign_event("2500#aa", [("sdk", "USER")], at=at_ms(2500)),
+        turn_event("2000#aa", 2, ["seq 2, clock behind"], at=at_ms(2000)),
+        turn_event("3000#aa", 1, ["seq 1"], at=at_ms(3000)),
+    ]
+    stubber.add_response("list_events", {"events": events}, list_params())
+    stubber.add_response("list_events", {"events": list(reversed(events))}, list_params())
+
+    first_read = [m.content for m in memory.get_messages()]
+    second_read = [m.content for m in memory.get_messages()]
+
+    assert first_read == second_read == ["sdk", "seq 1", "seq 2, clock behind"]
 
 
 def test_a_window_of_a_paged_session_is_its_newest_messages(stubbed):
@@ -463,6 +535,29 @@ def test_a_turn_longer_than_an_event_holds_is_refused(agentcore_factory):
         memory.commit_turn("run-long", [user(f"m{i}") for i in range(MAX_MESSAGES_PER_TURN + 1)])
 
     assert memory.get_messages() == [] and not memory.has_turn("run-long")
+
+
+def test_a_turn_of_the_most_messages_an_event_holds_lands_as_one_event(agentcore_factory):
+    memory = agentcore_factory(f"s-{uuid.uuid4().hex[:8]}")
+
+    memory.commit_turn("run-full", [user(f"m{i}") for i in range(MAX_MESSAGES_PER_TURN)])
+
+    [event] = _events(memory)
+    assert len(event["payload"]) == 100  # 99 conversational entries and the companion blob
+    assert [m.content for m in memory.get_messages()] == [
+        f"m{i}" for i in range(MAX_MESSAGES_PER_TURN)
+    ]
+
+
+def test_text_longer_than_a_conversational_entry_holds_stays_in_the_blob(agentcore_factory):
+    memory = agentcore_factory(f"s-{uuid.uuid4().hex[:8]}")
+    long_text = "x" * (CONVERSATIONAL_TEXT_MAX + 1)
+
+    memory.commit_turn("run-1", [user("short"), user(long_text)])
+
+    [event] = _events(memory)
+    assert [p["conversational"]["content"]["text"] for p in event["payload"][:-1]] == ["short"]
+    assert [m.content for m in memory.get_messages()] == ["short", long_text]
 
 
 def test_concurrent_writers_end_with_one_message_per_seq(agentcore_factory):
