@@ -32,6 +32,7 @@ class WorkerMetrics:
     model_seconds: Any
     model_tokens: Any
     backend_errors: Any
+    agentcore_throttles: Any
 
 
 @cache
@@ -63,6 +64,11 @@ def metrics() -> WorkerMetrics:
             "Failed memory and Redis calls on the turn path, retries included.",
             ["backend", "operation"],
         ),
+        agentcore_throttles=Counter(
+            "fence_agentcore_throttled",
+            "Throttled AgentCore Memory responses (each retried), by operation.",
+            ["operation"],
+        ),
     )
 
 
@@ -93,8 +99,14 @@ def serve(host: str, port: int) -> None:
     start_http_server(port, addr=host, registry=registry)
 
 
-def install_model_observer() -> None:
+def install_observers(memory_url: str) -> None:
+    """Count what the library reports: model calls and, on AgentCore memory (whose
+    module loads boto3, so only then), its throttled responses."""
     observe_model_calls(record_model_call)
+    if memory_url.startswith("agentcore:"):
+        from fence.memory.agentcore import observe_throttles
+
+        observe_throttles(lambda operation: metrics().agentcore_throttles.labels(operation).inc())
 
 
 def process_exited(pid: int) -> None:

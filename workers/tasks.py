@@ -25,7 +25,7 @@ from workers import app
 from workers.app import SWEEP
 from workers.liveness import forget_heartbeat, record_heartbeat
 from workers.logs import configure as configure_logs
-from workers.metrics import install_model_observer, metrics, process_exited
+from workers.metrics import install_observers, metrics, process_exited
 from workers.metrics import serve as serve_metrics
 from workers.turn import TurnExecutor
 
@@ -85,7 +85,7 @@ def start_worker(**_: object) -> None:
     settings = get_settings()
     if settings.metrics_port is not None:
         serve_metrics(settings.metrics_host, settings.metrics_port)
-    install_model_observer()
+    install_observers(settings.memory)
     try:
         executor()
     except ValueError as error:  # Celery would log and swallow it, then run broken

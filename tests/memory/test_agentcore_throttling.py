@@ -156,3 +156,22 @@ def test_a_failing_observer_never_fails_the_write(agentcore_factory, observers):
     AGENTCORE_EXTRAS.throttle("CreateEvent", 1)
 
     assert memory.commit_turn("run-1", [user("q")]) is True
+
+
+def test_the_workers_count_throttled_responses_in_prometheus(
+    agentcore_factory, observers, monkeypatch
+):
+    from prometheus_client import REGISTRY
+
+    from fence.models import base
+    from workers.metrics import install_observers
+
+    monkeypatch.setattr(base, "_observers", [])  # the process's model observers stay as they were
+    install_observers("agentcore://mem-1")
+    counted = {"operation": "CreateEvent"}
+    before = REGISTRY.get_sample_value("fence_agentcore_throttled_total", counted) or 0
+    AGENTCORE_EXTRAS.throttle("CreateEvent", 2)
+
+    assert agentcore_factory(f"s-{uuid.uuid4().hex[:8]}").commit_turn("run-1", [user("q")])
+
+    assert REGISTRY.get_sample_value("fence_agentcore_throttled_total", counted) == before + 2
