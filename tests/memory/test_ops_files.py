@@ -132,5 +132,10 @@ def test_the_policy_allows_what_workers_call_and_little_more(recorded_operations
 
     assert needed <= allowed, sorted(needed - allowed)
     # DeleteEvent: an AgentCore writer deletes its own event when it finds a rival
-    # on its seq (see fence.memory.agentcore), which this solo run never meets.
-    assert allowed - needed == {"bedrock-agentcore:DeleteEvent"}
+    # on its seq (see fence.memory.agentcore), which this solo run never meets;
+    # RetrieveMemoryRecords: the long-term option (Agent(long_term=...)), which it
+    # does not use.
+    assert allowed - needed == {
+        "bedrock-agentcore:DeleteEvent",
+        "bedrock-agentcore:RetrieveMemoryRecords",
+    }
