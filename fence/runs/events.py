@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import json
 import re
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -121,3 +123,35 @@ class EventLog:
             return []
         [(_, entries)] = answer
         return [_parse(session_id, entry_id, fields) for entry_id, fields in entries]
+
+    def follow(
+        self,
+        session_id: str,
+        run_id: str | None,
+        after: str,
+        *,
+        timeout: float | None = None,
+        finished: Callable[[], bool] | None = None,
+    ) -> Iterator[RunEvent | None]:
+        """The events after the id ``after``, waiting on Redis (no polling) for each
+        next one, with ``None`` after each quiet ``block_s`` (a caller's heartbeat).
+
+        A run's log ends after its terminal event, or, when a quiet spell finds the run
+        ``finished()`` (its log expired, or it ended before logs were kept), after what
+        is left in it. A session's log ends only when ``timeout`` (s) passes.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while deadline is None or time.monotonic() < deadline:
+            left = self.block_s if deadline is None else deadline - time.monotonic()
+            events = self.read(session_id, run_id, after, block_s=max(left, 0.001))
+            if not events:
+                if finished is not None and finished():
+                    yield from self.read(session_id, run_id, after)  # what it logged as it ended
+                    return
+                yield None
+                continue
+            for event in events:
+                yield event
+                if run_id is not None and event.terminal:
+                    return
+            after = events[-1].id

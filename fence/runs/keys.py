@@ -78,6 +78,11 @@ def run_events(session_id: str, run_id: str) -> str:
     return f"{PREFIX}:{{{session_id}}}:events:{run_id}"
 
 
+def event_logs(session_id: str, run_id: str) -> tuple[str, str]:
+    """The two logs every event of a run goes to, as the scripts take them."""
+    return session_events(session_id), run_events(session_id, run_id)
+
+
 def run_index(run_id: str) -> str:
     """String: the session id of a run, so a run id alone can be looked up."""
     return f"{PREFIX}:runs:{{{run_id}}}"

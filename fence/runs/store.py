@@ -229,8 +229,7 @@ class RunStore:
                     keys.mailbox(sid),
                     keys.run(sid, run_id),
                     keys.idempotency(sid, idem or "-"),
-                    keys.session_events(sid),
-                    keys.run_events(sid, run_id),
+                    *keys.event_logs(sid, run_id),
                 ],
                 [
                     run_id,
@@ -291,8 +290,7 @@ class RunStore:
                 keys.session(sid),
                 keys.mailbox(sid),
                 keys.run(sid, run_id),
-                keys.session_events(sid),
-                keys.run_events(sid, run_id),
+                *keys.event_logs(sid, run_id),
             ],
             [
                 run_id,
@@ -374,46 +372,24 @@ class RunStore:
         session_id: str | None = None,
     ) -> Iterator[RunEvent | None]:
         """The run's events after the event id ``after``, in order, as they happen,
-        ending with its terminal event; ``None`` after each quiet spell of
-        ``EventLog.QUIET_S`` (for a heartbeat). Ends early when ``timeout`` (s) passes, and
-        when the run is finished and its log holds nothing more (an expired log)."""
+        ending with its terminal event (see ``EventLog.follow``). A bad ``after`` or an
+        unknown run raises here, before anything is read."""
         sid = session_id or self.session_of(run_id)
         self.get(run_id, sid)  # raises RunNotFound
-        cursor = event_id(after)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                return
-            wait = self.event_log.block_s if left is None else left
-            events = self.event_log.read(sid, run_id, cursor, block_s=wait)
-            if not events:
-                if self.get(run_id, sid).state.terminal:  # what it logged as it ended, if
-                    yield from self.event_log.read(sid, run_id, cursor)  # its log is kept
-                    return
-                yield None
-                continue
-            for event in events:
-                yield event
-                if event.terminal:
-                    return
-            cursor = events[-1].id
+        return self.event_log.follow(
+            sid,
+            run_id,
+            event_id(after),
+            timeout=timeout,
+            finished=lambda: self.get(run_id, sid).state.terminal,
+        )
 
     def session_events(
         self, session_id: str, after: str | None = None, *, timeout: float | None = None
     ) -> Iterator[RunEvent | None]:
         """Every run's events in the session after the event id ``after``, in order, as
-        they happen; ``None`` after each quiet spell. Ends only when ``timeout`` passes."""
-        cursor = event_id(after)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while deadline is None or time.monotonic() < deadline:
-            left = self.event_log.block_s if deadline is None else deadline - time.monotonic()
-            events = self.event_log.read(session_id, None, cursor, block_s=max(left, 0.001))
-            if not events:
-                yield None
-                continue
-            yield from events
-            cursor = events[-1].id
+        they happen; it ends only when ``timeout`` (s) passes."""
+        return self.event_log.follow(session_id, None, event_id(after), timeout=timeout)
 
     # -- workers ------------------------------------------------------------
 
@@ -424,7 +400,7 @@ class RunStore:
         pairs = [item for kind, data in events for item in (kind.value, json.dumps(data))]
         outcome, *ids = self._call(
             self._emit,
-            [keys.lease(sid), keys.session_events(sid), keys.run_events(sid, run_id)],
+            [keys.lease(sid), *keys.event_logs(sid, run_id)],
             [
                 lease.token,
                 run_id,
@@ -448,8 +424,7 @@ class RunStore:
                 keys.fencing_counter(session_id),
                 keys.run(session_id, run_id),
                 keys.mailbox(session_id),
-                keys.session_events(session_id),
-                keys.run_events(session_id, run_id),
+                *keys.event_logs(session_id, run_id),
             ],
             [
                 run_id,
@@ -533,8 +508,7 @@ class RunStore:
                     keys.lease(sid),
                     keys.run(sid, run_id),
                     keys.fencing_counter(sid),
-                    keys.session_events(sid),
-                    keys.run_events(sid, run_id),
+                    *keys.event_logs(sid, run_id),
                 ],
                 [
                     lease.token,
