@@ -61,6 +61,11 @@ class Settings(BaseSettings):
     sweep_interval_s: float = Field(default=15.0, gt=0)
     run_ttl_s: int = Field(default=7 * 24 * 3600, gt=0, description="Finished run records expire.")
     idempotency_ttl_s: int = Field(default=24 * 3600, gt=0)
+    stream_events: bool = Field(
+        default=True,
+        description="Workers log each turn's text as it is generated, and its tool calls "
+        "and results, in the run's event log.",
+    )
     events_max: int = Field(
         default=10_000,
         ge=100,
@@ -107,6 +112,12 @@ class Settings(BaseSettings):
         default=1024 * 1024,
         gt=0,
         description="Largest HTTP request body the gateway reads; larger ones get 413.",
+    )
+    api_heartbeat_s: float = Field(
+        default=15.0,
+        gt=0,
+        description="How often the gateway sends an idle event stream a comment, so proxies "
+        "keep it open.",
     )
 
     @field_validator("api_tokens", mode="before")

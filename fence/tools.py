@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, get_type_hints
 
 from pydantic import ConfigDict, Field, ValidationError, create_model
@@ -56,15 +57,28 @@ class Tool:
 
     def invoke(self, arguments: dict[str, Any]) -> str:
         """Run the tool; return its result as text, or its error as text for the model."""
+        return self.run(arguments).text
+
+    def run(self, arguments: dict[str, Any]) -> ToolOutcome:
+        """Run the tool: its result or its error as text for the model, and which."""
         try:
             parsed = self._arguments.model_validate(arguments)
         except ValidationError as error:
-            return f"error: invalid arguments for {self.name}: {error}"
+            return ToolOutcome(f"error: invalid arguments for {self.name}: {error}", failed=True)
         try:
             result = self.fn(**{self._parameters[k]: v for k, v in parsed})
         except Exception as error:  # the model sees the failure and may recover
-            return f"error: {self.name} raised {type(error).__name__}: {error}"
-        return result if isinstance(result, str) else json.dumps(result, default=str)
+            text = f"error: {self.name} raised {type(error).__name__}: {error}"
+            return ToolOutcome(text, failed=True)
+        text = result if isinstance(result, str) else json.dumps(result, default=str)
+        return ToolOutcome(text, failed=False)
+
+
+@dataclass(frozen=True)
+class ToolOutcome:
+    text: str
+    failed: bool
+    """The tool raised, or its arguments were invalid: ``text`` says so for the model."""
 
 
 def as_tool(fn: Callable[..., Any] | Tool) -> Tool:

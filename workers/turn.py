@@ -26,6 +26,7 @@ from fence.settings import Settings
 from workers.backends import MEMORY_ERRORS, BackendCalls, BackendDown
 from workers.leases import LeaseRenewer
 from workers.metrics import metrics
+from workers.turn_events import TurnEvents
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +104,10 @@ class TurnExecutor:
         started = time.monotonic()
         with self.leases.hold(lease) as lost:
             calls = calls.holding(lease, lost)
+            events = TurnEvents(self.store, lease, calls)
             try:
-                outcome = self._run(lease, lost, calls)
+                outcome = self._run(lease, lost, calls, events)
+                events.flush()  # a failed attempt's text too, before the terminal event
                 next_run = calls.redis(
                     "finish",
                     lambda: self.store.finish(
@@ -122,6 +125,8 @@ class TurnExecutor:
             except Deferred as why:
                 log.warning("turn deferred: %s", why, extra=context)
                 return "deferred (memory unreachable)"
+            finally:
+                events.close()
         log.info("turn %s", outcome.state.value, extra=context)
         metrics().turns.labels(outcome.state.value).inc()
         metrics().turn_seconds.observe(time.monotonic() - started)
@@ -129,7 +134,9 @@ class TurnExecutor:
             self.store.publish(session_id, next_run)
         return outcome.state.value
 
-    def _run(self, lease: Lease, lost: threading.Event, calls: BackendCalls) -> Outcome:
+    def _run(
+        self, lease: Lease, lost: threading.Event, calls: BackendCalls, events: TurnEvents
+    ) -> Outcome:
         """The pre-checks, then the attempt loop: the run's outcome."""
         record = lease.record
         if record.deliveries > 1:
@@ -140,7 +147,8 @@ class TurnExecutor:
         if isinstance(ready, Outcome):
             return ready
         memory, factory = ready
-        return self._attempts(lease, memory, factory, Checkpoint(self.store, lease, lost, calls))
+        checkpoint = Checkpoint(self.store, lease, lost, calls)
+        return self._attempts(lease, memory, factory, checkpoint, events)
 
     def _prepare(
         self, lease: Lease, calls: BackendCalls
@@ -172,7 +180,12 @@ class TurnExecutor:
         return memory, factory
 
     def _attempts(
-        self, lease: Lease, memory: BaseMemory, factory: AgentFactory, checkpoint: Checkpoint
+        self,
+        lease: Lease,
+        memory: BaseMemory,
+        factory: AgentFactory,
+        checkpoint: Checkpoint,
+        events: TurnEvents,
     ) -> Outcome:
         """Try the turn up to ``FENCE_TURN_RETRIES`` + 1 times, with backoff between."""
         context = {"session_id": lease.session_id, "run_id": lease.run_id}
@@ -180,8 +193,8 @@ class TurnExecutor:
         for attempt in range(1, tries + 1):
             try:
                 if attempt > 1:  # ACQUIRE logged the first
-                    self._log_retry(lease, checkpoint.calls, attempt)
-                return self._attempt(lease, factory(memory), checkpoint, attempt)
+                    events.put(EventType.STARTED, self._started(lease, attempt))
+                return self._attempt(lease, factory(memory), checkpoint, events, attempt)
             except TurnCancelled:
                 return Outcome(
                     RunState.CANCELLED, error="cancelled while running", attempts=attempt
@@ -209,13 +222,14 @@ class TurnExecutor:
                     raise LeaseLost(lease.session_id, lease.run_id) from error
         raise AssertionError("unreachable")
 
-    def _log_retry(self, lease: Lease, calls: BackendCalls, attempt: int) -> None:
-        started = {
+    @staticmethod
+    def _started(lease: Lease, attempt: int) -> dict[str, object]:
+        """``turn.started``'s data for this delivery's ``attempt`` (as ``ACQUIRE`` logs it)."""
+        return {
             "attempt": lease.record.attempts + attempt,
             "delivery": lease.record.deliveries,
             "worker": lease.record.worker,
         }
-        calls.redis("emit", lambda: self.store.emit(lease, [(EventType.STARTED, started)]))
 
     def _take_over(self, lease: Lease, memory: BaseMemory, calls: BackendCalls) -> Outcome | None:
         """A run another delivery held before: fence that holder out of memory, then
@@ -243,7 +257,9 @@ class TurnExecutor:
             return Outcome(RunState.SUCCEEDED, result=pending or "")
         return None
 
-    def _attempt(self, lease: Lease, agent: Agent, checkpoint: Checkpoint, attempt: int) -> Outcome:
+    def _attempt(
+        self, lease: Lease, agent: Agent, checkpoint: Checkpoint, events: TurnEvents, attempt: int
+    ) -> Outcome:
         """One try: the agent loop, then the answer saved, then one fenced commit.
 
         Saving and committing are retried in place, never by running the model
@@ -252,7 +268,11 @@ class TurnExecutor:
         ``Deferred`` to a later delivery, which claims the fence and looks.
         """
         calls = checkpoint.calls
-        prepared = agent.prepare_turn(lease.record.message, checkpoint=checkpoint)
+        on_event = events.add if self.settings.stream_events else None
+        prepared = agent.prepare_turn(
+            lease.record.message, checkpoint=checkpoint, on_event=on_event
+        )
+        events.flush()  # the answer's text is logged before the answer is saved
         if checkpoint.lost.is_set():
             raise LeaseLost(lease.session_id, lease.run_id)
         # also checks the lease and a cancel

@@ -4,18 +4,27 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from fence.agents.events import (
+    AgentEvent,
+    StepEvent,
+    TextEvent,
+    ToolCallEvent,
+    ToolResultEvent,
+    TurnEvent,
+)
 from fence.agents.window import history_from_window
 from fence.errors import FenceError
 from fence.memory.base import BaseMemory
 from fence.memory.fleeting import FleetingMemory
 from fence.memory.long_term import LongTermRecall, MemoryRecord, with_recalled
 from fence.messages import Message, Role
-from fence.models.base import Model
-from fence.tools import Tool, as_tool
+from fence.models.base import Model, ModelResponse, ToolSpec
+from fence.models.streaming import TextDelta
+from fence.tools import Tool, ToolOutcome, as_tool
 from fence.validation import clip
 
 log = logging.getLogger(__name__)
@@ -153,10 +162,20 @@ class Agent:
         With ``fenced`` the commit succeeds only if the history did not move
         since the window was read (``StaleWriteError`` otherwise).
         """
-        turn_id = turn_id or uuid.uuid4().hex
         prepared = self.prepare_turn(prompt, checkpoint=checkpoint)
         if checkpoint:
             checkpoint()
+        return self._commit(turn_id or uuid.uuid4().hex, prepared, fenced=fenced)
+
+    def stream(self, prompt: str, *, turn_id: str | None = None) -> Iterator[AgentEvent]:
+        """Run one turn as ``run_turn`` does, yielding what happens as it happens: the
+        model's text as it is generated, each tool call and result, and, once the turn
+        is committed, a ``TurnEvent`` with the ``TurnResult``. Nothing is written
+        unless the turn finishes; stopping early writes nothing."""
+        prepared = yield from self._steps(prompt, lambda: None, streamed=True)
+        yield TurnEvent(self._commit(turn_id or uuid.uuid4().hex, prepared, fenced=False))
+
+    def _commit(self, turn_id: str, prepared: PreparedTurn, *, fenced: bool) -> TurnResult:
         committed = self.memory.commit_turn(
             turn_id, prepared.messages, expected_last_seq=prepared.last_seq if fenced else None
         )
@@ -173,18 +192,35 @@ class Agent:
         return TurnResult(turn_id, prepared.answer, prepared.messages, committed, prepared.recalled)
 
     def prepare_turn(
-        self, prompt: str, *, checkpoint: Callable[[], None] | None = None
+        self,
+        prompt: str,
+        *,
+        checkpoint: Callable[[], None] | None = None,
+        on_event: Callable[[StepEvent], None] | None = None,
     ) -> PreparedTurn:
         """Run the model and tool loop for one turn without writing anything.
 
         The runtime uses this to save the answer before committing, so a
         redelivered turn whose commit already happened need not call the
-        model again.
+        model again. With ``on_event``, the model streams and each step's events
+        are handed to it as they happen.
         """
+        steps = self._steps(prompt, checkpoint or (lambda: None), streamed=on_event is not None)
+        while True:
+            try:
+                event = next(steps)
+            except StopIteration as done:
+                return done.value
+            if on_event is not None:
+                on_event(event)
+
+    def _steps(
+        self, prompt: str, check: Callable[[], None], *, streamed: bool
+    ) -> Generator[StepEvent, None, PreparedTurn]:
+        """The model and tool loop: yields what happens, returns the prepared turn."""
         if not isinstance(prompt, str) or not prompt.strip():
             raise ValueError(f"prompt: must be a non-empty string (got {clip(repr(prompt), 40)})")
         user_message = Message(role=Role.USER, content=prompt)
-        check = checkpoint or (lambda: None)
         window = self.memory.get_window(self.max_memory_size)
         history = history_from_window(window)
         turn: list[Message] = []
@@ -195,9 +231,12 @@ class Agent:
         recalled = self._recall(prompt)
         system = with_recalled(self.role or window.system, recalled)
         specs = [tool.spec for tool in self.tools.values()]
-        for iteration in range(1, self.max_iterations + 1):
+        for step in range(1, self.max_iterations + 1):
             check()
-            response = self.model.invoke(history + turn, system=system, tools=specs)
+            if streamed:
+                response = yield from self._streamed_reply(history + turn, system, specs, step)
+            else:
+                response = self.model.invoke(history + turn, system=system, tools=specs)
             turn.append(
                 Message(
                     role=Role.ASSISTANT,
@@ -208,11 +247,14 @@ class Agent:
             )
             if not response.tool_calls:
                 return PreparedTurn(turn, response.content, window.last_seq, recalled)
-            if iteration == self.max_iterations:
+            if step == self.max_iterations:
                 break  # no model call left to read the results: don't run the tools
             for call in response.tool_calls:
                 check()
-                turn.append(self._run_tool(call.id, call.name, call.arguments))
+                yield ToolCallEvent(call.id, call.name, call.arguments, step)
+                result, failed = self._run_tool(call.id, call.name, call.arguments)
+                yield ToolResultEvent(call.id, call.name, result.content, failed, step)
+                turn.append(result)
         raise MaxIterationsError(
             f"agent {self.identifier!r}: still calling tools after "
             f"max_iterations={self.max_iterations}; the turn was not committed"
@@ -223,16 +265,34 @@ class Agent:
             return ()
         return tuple(self.long_term.recall(prompt, session_id=self.memory.session_id))
 
-    def _run_tool(self, call_id: str, name: str, arguments: dict[str, Any]) -> Message:
+    def _streamed_reply(
+        self, messages: list[Message], system: str | None, specs: list[ToolSpec], step: int
+    ) -> Generator[TextEvent, None, ModelResponse]:
+        """One model call, streamed: its text as it comes, then the whole reply."""
+        for item in self.model.stream(messages, system=system, tools=specs):
+            if isinstance(item, ModelResponse):
+                return item
+            if isinstance(item, TextDelta) and item.text:
+                yield TextEvent(item.text, step)
+        raise AssertionError("Model.stream ended without a response")
+
+    def _run_tool(self, call_id: str, name: str, arguments: dict[str, Any]) -> tuple[Message, bool]:
+        """The tool's result message, and whether the tool failed."""
         tool = self.tools.get(name)
-        result = (
-            tool.invoke(arguments)
+        outcome = (
+            tool.run(arguments)
             if tool
-            else f"error: no tool named {name!r}; available: {sorted(self.tools)}"
+            else ToolOutcome(
+                f"error: no tool named {name!r}; available: {sorted(self.tools)}", failed=True
+            )
         )
-        return Message(
-            role=Role.TOOL, content=result or "(empty result)", tool_call_id=call_id, name=name
+        message = Message(
+            role=Role.TOOL,
+            content=outcome.text or "(empty result)",
+            tool_call_id=call_id,
+            name=name,
         )
+        return message, outcome.failed
 
     def summarize_memory(self) -> str:
         """Replace the history with a model-written summary note; keep the system prompt.

@@ -23,12 +23,15 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 
 from fence.runs import keys
 from fence.validation import InvalidInput, Problem
+
+if TYPE_CHECKING:
+    import redis.asyncio
 
 
 class EventType(StrEnum):
@@ -38,14 +41,23 @@ class EventType(StrEnum):
     """A worker began an attempt; ``data``: ``attempt`` (the run's, counting every
     delivery's), ``delivery``, ``worker``. Written by ``ACQUIRE`` for a delivery's
     first attempt, by the worker (``RunStore.emit``) for its retries."""
+    TEXT = "text.delta"
+    """Model text as it is generated; ``data``: ``text``, ``step`` (the model call within
+    the attempt, from 1). The answer is the last step's text of the last attempt: a
+    client that shows text starts over at each ``turn.started``."""
+    TOOL_CALL = "tool.call"
+    """The model asked for a tool; ``data``: ``id``, ``name``, ``arguments`` (an object)."""
+    TOOL_RESULT = "tool.result"
+    """A tool's result; ``data``: ``id``, ``name``, ``content``, ``error`` (bool)."""
     COMMITTED = "turn.committed"
     """The turn is in memory (written by ``FINISH`` with a run that succeeded)."""
     FINISHED = "run.finished"
     """Terminal, exactly once; ``data``: ``state`` and, unless it succeeded, ``error``."""
 
 
-EVENT_ID = re.compile(r"\d{1,20}-\d{1,20}")
-"""What a stream id looks like; ``after`` must be one."""
+EVENT_ID = re.compile(r"[0-9]{1,19}-[0-9]{1,19}")
+"""What a stream id looks like; ``after`` must be one (ASCII digits, each part below
+2**64, as Redis takes them: ``\\d`` would let other scripts' digits through)."""
 
 
 @dataclass(frozen=True)
@@ -83,6 +95,32 @@ def event_id(after: str | None, field: str = "after") -> str:
     return after
 
 
+def read_request(
+    session_id: str, run_id: str | None, after: str, block_s: float | None, longest_s: float
+) -> dict[str, Any]:
+    """``XREAD``'s arguments for the events after the id ``after``: a run's log, or
+    (``run_id`` None) the session's; with ``block_s``, waiting up to that long (at most
+    ``longest_s``) for one. Shared by ``EventLog`` and its async twin."""
+    log = keys.session_events(session_id) if run_id is None else keys.run_events(session_id, run_id)
+    block = None if block_s is None else max(1, int(min(block_s, longest_s) * 1000))
+    return {"streams": {log: after}, "count": EventLog.READ_BATCH, "block": block}
+
+
+def parse_read(session_id: str, answer: list[Any] | None) -> list[RunEvent]:
+    """The events of an ``XREAD`` answer on one of the session's logs."""
+    if not answer:
+        return []
+    [(_, entries)] = answer
+    return [_parse(session_id, entry_id, fields) for entry_id, fields in entries]
+
+
+def longest_block_s(client: redis.Redis | redis.asyncio.Redis) -> float:
+    """``EventLog.QUIET_S``, below the client's socket timeout, so a quiet log is not a
+    timeout error."""
+    timeout = client.connection_pool.connection_kwargs.get("socket_timeout")
+    return EventLog.QUIET_S if timeout is None else min(EventLog.QUIET_S, timeout / 2)
+
+
 def _parse(session_id: str, entry_id: str, fields: dict[str, str]) -> RunEvent:
     return RunEvent(
         id=entry_id,
@@ -103,26 +141,15 @@ class EventLog:
 
     def __init__(self, client: redis.Redis) -> None:
         self.redis = client
-        timeout = client.connection_pool.connection_kwargs.get("socket_timeout")
-        self.block_s = self.QUIET_S if timeout is None else min(self.QUIET_S, timeout / 2)
-        """Below the client's socket timeout, so a quiet log is not a timeout error."""
+        self.block_s = longest_block_s(client)
 
     def read(
         self, session_id: str, run_id: str | None, after: str, *, block_s: float | None = None
     ) -> list[RunEvent]:
         """The events after the id ``after``: a run's, or (``run_id`` None) the session's.
         With ``block_s``, waits up to that long (at most ``self.block_s``) for one."""
-        log = (
-            keys.session_events(session_id)
-            if run_id is None
-            else keys.run_events(session_id, run_id)
-        )
-        block = None if block_s is None else max(1, int(min(block_s, self.block_s) * 1000))
-        answer = self.redis.xread({log: after}, count=self.READ_BATCH, block=block)
-        if not answer:
-            return []
-        [(_, entries)] = answer
-        return [_parse(session_id, entry_id, fields) for entry_id, fields in entries]
+        answer = self.redis.xread(**read_request(session_id, run_id, after, block_s, self.block_s))
+        return parse_read(session_id, answer)
 
     def follow(
         self,

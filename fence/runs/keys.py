@@ -30,6 +30,9 @@ class RunField(StrEnum):
 
     PENDING_RESULT = "pending_result"
     """The answer saved before the memory commit, until the run finishes."""
+    EVENTS_EMITTED = "events_emitted"
+    """``<lease token>:<n>``: the worker holding that lease has logged n events, so a
+    retried ``EMIT`` logs none twice; until the run finishes."""
 
 
 def session(session_id: str) -> str:

@@ -309,7 +309,7 @@ redis.call('HSET', KEYS[4], '$state', ARGV[3], '$finished_at', ARGV[4],
   '$result', ARGV[7], '$error', ARGV[8])
 redis.call('HSET', KEYS[4], '$attempts',
   (tonumber(redis.call('HGET', KEYS[4], '$attempts')) or 0) + tonumber(ARGV[10]))
-redis.call('HDEL', KEYS[4], '$pending_result')
+redis.call('HDEL', KEYS[4], '$pending_result', '$events_emitted')
 redis.call('EXPIRE', KEYS[4], ARGV[5])
 if ARGV[3] == '$succeeded' then
   log_event(KEYS[6], KEYS[7], ARGV[2], '$event_committed', ARGV[4], '{}', ARGV[12], ARGV[5])
@@ -349,16 +349,29 @@ return {'$cancelled'}
 EMIT = _lua(
     LOG
     + """
--- KEYS: lease, session events, run events
--- ARGV: token, run_id, now, max_events, ttl_s, type1, data1, type2, data2, ...
--- RETURNS: {'emitted', id1, id2, ...} or {'lost'} (nothing written): a turn's events,
--- appended only by the worker holding the lease
+-- KEYS: lease, session events, run events, run
+-- ARGV: token, run_id, now, max_events, ttl_s, first, type1, data1, type2, data2, ...
+--       (first: how many events this lease logged before this batch)
+-- RETURNS: {'emitted', id, ...} (the ids of the events logged now) or {'lost'} (nothing
+-- written): a turn's events, logged only by the worker holding the lease, each once
+-- even if a batch is sent again (a retry after a lost reply)
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {'$lost'} end
-local outcome = {'$emitted'}
-for i = 6, #ARGV, 2 do
-  outcome[#outcome + 1] = log_event(KEYS[2], KEYS[3], ARGV[2], ARGV[i], ARGV[3], ARGV[i + 1],
-    ARGV[4], ARGV[5])
+local sent = 0
+local mark = redis.call('HGET', KEYS[4], '$events_emitted')
+if mark then
+  local token, count = string.match(mark, '^(%d+):(%d+)$$')
+  if token == ARGV[1] then sent = tonumber(count) end
 end
+local outcome = {'$emitted'}
+local index = tonumber(ARGV[6])
+for i = 7, #ARGV, 2 do
+  if index >= sent then
+    outcome[#outcome + 1] = log_event(KEYS[2], KEYS[3], ARGV[2], ARGV[i], ARGV[3],
+      ARGV[i + 1], ARGV[4], ARGV[5])
+  end
+  index = index + 1
+end
+if index > sent then redis.call('HSET', KEYS[4], '$events_emitted', ARGV[1] .. ':' .. index) end
 return outcome
 """
 )

@@ -393,20 +393,25 @@ class RunStore:
 
     # -- workers ------------------------------------------------------------
 
-    def emit(self, lease: Lease, events: Sequence[tuple[EventType, dict[str, Any]]]) -> list[str]:
+    def emit(
+        self, lease: Lease, events: Sequence[tuple[EventType, dict[str, Any]]], first: int
+    ) -> list[str]:
         """Append a turn's events to its logs, if the lease is still ours (one step);
-        returns their ids. Raises ``LeaseLost`` (nothing written) if it is not."""
+        returns the ids of those logged now. ``first`` counts the events this lease
+        logged before these, so a batch sent twice is logged once. Raises
+        ``LeaseLost`` (nothing written) if the lease is not ours."""
         sid, run_id = lease.session_id, lease.run_id
         pairs = [item for kind, data in events for item in (kind.value, json.dumps(data))]
         outcome, *ids = self._call(
             self._emit,
-            [keys.lease(sid), *keys.event_logs(sid, run_id)],
+            [keys.lease(sid), *keys.event_logs(sid, run_id), keys.run(sid, run_id)],
             [
                 lease.token,
                 run_id,
                 repr(time.time()),
                 self.settings.events_max,
                 self.settings.run_ttl_s,
+                first,
                 *pairs,
             ],
         )

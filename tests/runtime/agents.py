@@ -8,7 +8,8 @@ first call for K wait until the test pushes to ``test:release:K``;
 after the commit (the first commit for K only);
 ``fail=N`` fails the first N calls (``fail=always``: every call;
 ``fail-after=N``: every call after the first N);
-``sleep=S`` takes S seconds.
+``sleep=S`` takes S seconds; ``block-mid-stream`` streams its answer in two
+pieces and, on the first call for K, waits for the release between them.
 
 The control keys live in the runtime's Redis, or in ``TEST_CONTROL_REDIS_URL``
 when set, so a test can kill the runtime's Redis and still steer the model.
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
 from functools import cache
 
 import redis
@@ -29,9 +31,11 @@ from fence.errors import ModelError
 from fence.memory.base import BaseMemory
 from fence.memory.sqlite import SQLiteMemory
 from fence.messages import Message, Role
-from fence.models.base import Model, ModelResponse, ToolSpec
+from fence.models.base import Model, ModelResponse, StreamItem, ToolSpec
+from fence.models.streaming import TextDelta
 
 RELEASE_TIMEOUT_S = 120
+MID_STREAM_HEAD = "first, "
 
 
 @cache
@@ -77,6 +81,23 @@ class ControlledModel(Model):
         if "sleep" in found:
             time.sleep(float(found["sleep"]))
         return ModelResponse(content=f"answer to: {text}")
+
+    def _stream(
+        self, messages: list[Message], system: str | None, tools: list[ToolSpec]
+    ) -> Iterator[StreamItem]:
+        text = last_user_text(messages)
+        found = directives(text)
+        if "block-mid-stream" not in found:
+            yield from super()._stream(messages, system, tools)
+            return
+        key = found["key"]
+        calls = control().incr(f"test:calls:{key}")
+        yield TextDelta(text=MID_STREAM_HEAD)
+        control().rpush(f"test:entered:{key}", calls)
+        if calls == 1:
+            control().blpop([f"test:release:{key}"], timeout=RELEASE_TIMEOUT_S)
+        yield TextDelta(text=f"answer to: {text}")
+        yield ModelResponse(content=f"{MID_STREAM_HEAD}answer to: {text}")
 
 
 class HoldingMemory(SQLiteMemory):

@@ -11,6 +11,7 @@ from fence.runs import LeaseLost, RunState, RunStore, keys
 from fence.runs.events import EventType
 from fence.validation import InvalidInput
 
+from .agents import MID_STREAM_HEAD
 from .conftest import Runtime, empty_store, new_key, request
 
 
@@ -50,7 +51,9 @@ def test_a_redelivery_counts_attempts_across_deliveries(store: RunStore):
     first = store.acquire("s1", run_id, "w1")
     store.redis.delete(keys.lease("s1"))  # w1 died; its lease expired
     second = store.acquire("s1", run_id, "w2")
-    store.emit(second, [(EventType.STARTED, {"attempt": 2, "delivery": 2, "worker": "w2"})])
+    store.emit(
+        second, [(EventType.STARTED, {"attempt": 2, "delivery": 2, "worker": "w2"})], first=0
+    )
     store.finish(second, RunState.FAILED, error="boom", attempts=2)
 
     started = [data for kind, data in logged(store, run_id) if kind is EventType.STARTED]
@@ -71,7 +74,7 @@ def test_a_stale_worker_cannot_append_events(store: RunStore):
     before = store.redis.xlen(keys.run_events("s1", run_id))
 
     with pytest.raises(LeaseLost):
-        store.emit(stale, [(EventType.STARTED, {"attempt": 9})])
+        store.emit(stale, [(EventType.STARTED, {"attempt": 9})], first=0)
 
     assert store.redis.xlen(keys.run_events("s1", run_id)) == before
 
@@ -176,8 +179,8 @@ def test_the_session_log_carries_every_run_in_order(store: RunStore):
 def test_the_logs_are_bounded_and_expire(store: RunStore):
     run_id = store.submit(request()).run_id
     lease = store.acquire("s1", run_id, "w1")
-    for _ in range(10):
-        store.emit(lease, [(EventType.STARTED, {"attempt": 2})] * 50)
+    for batch in range(10):
+        store.emit(lease, [(EventType.STARTED, {"attempt": 2})] * 50, first=50 * batch)
 
     for log in (keys.run_events("s1", run_id), keys.session_events("s1")):
         assert store.redis.xlen(log) < 200  # about events_max (100): trimmed by whole nodes
@@ -204,8 +207,69 @@ def test_real_workers_log_each_attempt_and_one_terminal_event(runtime: Runtime):
         (EventType.ACCEPTED, None),
         (EventType.STARTED, 1),
         (EventType.STARTED, 2),
+        (EventType.TEXT, None),  # the failed attempt failed before any text
         (EventType.COMMITTED, None),
         (EventType.FINISHED, None),
     ]
     assert events[-1].data == {"state": "succeeded"}
     assert events[1].data["worker"] == events[2].data["worker"] == run.status().worker
+
+
+def test_a_batch_sent_again_after_a_lost_reply_is_logged_once(store: RunStore):
+    run_id = store.submit(request()).run_id
+    lease = store.acquire("s1", run_id, "w1")
+    text = [(EventType.TEXT, {"text": word, "step": 1}) for word in ("a ", "b ", "c")]
+
+    assert len(store.emit(lease, text[:2], first=0)) == 2
+    assert len(store.emit(lease, text[:2], first=0)) == 0  # the retry of that batch
+    assert len(store.emit(lease, text[1:], first=1)) == 1  # overlaps: only "c" is new
+    store.finish(lease, RunState.SUCCEEDED, result="a b c", attempts=1)
+
+    deltas = [
+        e.data["text"] for e in store.events(run_id, timeout=5) if e and e.type is EventType.TEXT
+    ]
+    assert deltas == ["a ", "b ", "c"]
+
+
+def test_a_new_lease_logs_from_its_own_count(store: RunStore):
+    run_id = store.submit(request()).run_id
+    first = store.acquire("s1", run_id, "w1")
+    store.emit(first, [(EventType.TEXT, {"text": "x", "step": 1})] * 3, first=0)
+    store.redis.delete(keys.lease("s1"))
+    second = store.acquire("s1", run_id, "w2")
+
+    assert len(store.emit(second, [(EventType.TEXT, {"text": "y", "step": 1})], first=0)) == 1
+
+
+def test_real_workers_log_the_answer_as_it_is_generated_before_the_commit(runtime: Runtime):
+    runtime.start_worker()
+    run = runtime.producer.submit("streamed", "tell me something")
+
+    events = list(run.events(timeout=60))
+
+    kinds = [e.type for e in events]
+    text = "".join(e.data["text"] for e in events if e.type is EventType.TEXT)
+    assert text == run.result(timeout=5)
+    assert kinds.index(EventType.TEXT) < kinds.index(EventType.COMMITTED)
+    assert kinds[-2:] == [EventType.COMMITTED, EventType.FINISHED]
+
+
+def test_a_stale_worker_cannot_log_text_after_another_took_its_run_over(runtime: Runtime):
+    stale = runtime.start_worker()
+    key = new_key()
+    run = runtime.producer.submit("stale-stream", f"key={key} block-mid-stream")
+    runtime.wait_entered(key)
+    assert next(e for e in run.events(timeout=30) if e and e.type is EventType.TEXT)
+    runtime.control.delete(keys.lease("stale-stream"))  # its lease expires mid-answer
+    runtime.start_worker()
+    runtime.producer.store.publish("stale-stream", run.id)
+
+    answer = run.result(timeout=30)
+    runtime.release(key)  # the stale worker streams the rest of its answer
+    stale.wait_for(r"abandoned \(lease lost\)", timeout=30)
+
+    events = list(run.events(timeout=5))
+    texts = [e.data["text"] for e in events if e.type is EventType.TEXT]
+    assert texts == [MID_STREAM_HEAD, MID_STREAM_HEAD, answer.removeprefix(MID_STREAM_HEAD)]
+    assert events[-1].type is EventType.FINISHED  # nothing logged after the end
+    assert runtime.contents("stale-stream") == [f"key={key} block-mid-stream", answer]
