@@ -150,15 +150,26 @@ def _lua(source: str) -> str:
 
 LOG = """
 -- Append one event to the session's log and to the run's, with the same id (the
--- run's log is its slice of the session's); both keep about max_events entries
--- and expire ttl_s after their last event. Returns the event id.
-local function log_event(session_log, run_log, run_id, kind, at, data, max_events, ttl_s)
+-- run's log is its slice of the session's); both keep about max_events entries.
+-- Returns the event id. A script that appends calls keep_logs once after.
+local function append_event(session_log, run_log, run_id, kind, at, data, max_events)
   local id = redis.call('XADD', session_log, 'MAXLEN', '~', max_events, '*',
     'run', run_id, 'type', kind, 'at', at, 'data', data)
   redis.call('XADD', run_log, 'MAXLEN', '~', max_events, id,
     'run', run_id, 'type', kind, 'at', at, 'data', data)
+  return id
+end
+
+-- Both logs expire ttl_s after their last event.
+local function keep_logs(session_log, run_log, ttl_s)
   redis.call('EXPIRE', session_log, ttl_s)
   redis.call('EXPIRE', run_log, ttl_s)
+end
+
+-- One event, appended and kept.
+local function log_event(session_log, run_log, run_id, kind, at, data, max_events, ttl_s)
+  local id = append_event(session_log, run_log, run_id, kind, at, data, max_events)
+  keep_logs(session_log, run_log, ttl_s)
   return id
 end
 
@@ -312,7 +323,7 @@ redis.call('HSET', KEYS[4], '$attempts',
 redis.call('HDEL', KEYS[4], '$pending_result', '$events_emitted')
 redis.call('EXPIRE', KEYS[4], ARGV[5])
 if ARGV[3] == '$succeeded' then
-  log_event(KEYS[6], KEYS[7], ARGV[2], '$event_committed', ARGV[4], '{}', ARGV[12], ARGV[5])
+  append_event(KEYS[6], KEYS[7], ARGV[2], '$event_committed', ARGV[4], '{}', ARGV[12])
 end
 log_finished(KEYS[6], KEYS[7], ARGV[2], ARGV[3], ARGV[4], ARGV[8], ARGV[12], ARGV[5])
 redis.call('PUBLISH', ARGV[9], ARGV[3])
@@ -366,12 +377,15 @@ local outcome = {'$emitted'}
 local index = tonumber(ARGV[6])
 for i = 7, #ARGV, 2 do
   if index >= sent then
-    outcome[#outcome + 1] = log_event(KEYS[2], KEYS[3], ARGV[2], ARGV[i], ARGV[3],
-      ARGV[i + 1], ARGV[4], ARGV[5])
+    outcome[#outcome + 1] = append_event(KEYS[2], KEYS[3], ARGV[2], ARGV[i], ARGV[3],
+      ARGV[i + 1], ARGV[4])
   end
   index = index + 1
 end
-if index > sent then redis.call('HSET', KEYS[4], '$events_emitted', ARGV[1] .. ':' .. index) end
+if index > sent then
+  redis.call('HSET', KEYS[4], '$events_emitted', ARGV[1] .. ':' .. index)
+  keep_logs(KEYS[2], KEYS[3], ARGV[5])
+end
 return outcome
 """
 )
