@@ -7,6 +7,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from fence.runs import (
+    EventType,
     RunEvent,
     RunRecord,
     RunRequest,
@@ -96,6 +97,20 @@ class Run:
         ):
             if event is not None:
                 yield event
+
+    def text(self, timeout: float | None = None) -> Iterator[str]:
+        """The answer's text as the model generates it: each ``text.delta``'s text, in
+        order, as it comes, ending with the run (or when ``timeout`` (s) passes).
+
+        The answer is the last model step's text of the last attempt, and this yields
+        every delta at once rather than wait to know which those are: a turn that called
+        tools also yields the text of its earlier steps, and a retried attempt generates
+        its text again, so a new attempt may repeat text. For exactly the answer, use
+        ``result()``; to start over at each attempt, follow ``events()`` (``turn.started``).
+        """
+        for event in self.events(timeout=timeout):
+            if event.type is EventType.TEXT:
+                yield event.data["text"]
 
     def __repr__(self) -> str:
         return f"Run(id={self.id!r}, session_id={self.session_id!r})"

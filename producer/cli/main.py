@@ -15,7 +15,7 @@ from fence.errors import FenceError
 from fence.runs import IdempotencyConflict, RunNotFound
 from fence.settings import Settings, get_settings
 from fence.validation import InvalidInput
-from producer.cli import demo, history, runs, session
+from producer.cli import demo, events, history, runs, session
 from producer.cli.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, CliError
 from producer.cli.output import emit_json, redact
 from producer.stack import command as stack
@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="fence",
         description="Enqueue agent runs, follow them, read session histories, and run the "
         "whole runtime on one machine. Settings come from FENCE_* variables.",
-        epilog="Exit codes: 0 ok, 1 error, 2 usage, 124 --wait ended before the run.",
+        epilog="Exit codes: 0 ok, 1 error, 2 usage, 124 --wait ended before the run, 130 Ctrl-C.",
     )
     parser.add_argument("--json", action="store_true", help="print JSON for programs")
     parser.add_argument("--redis-url", help="override FENCE_REDIS_URL")
@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     runs.add_parsers(commands, common)
+    events.add_parser(commands, common)
     history.add_parser(commands, common)
     session.add_parser(commands, common)
     stack.add_parser(commands, common)

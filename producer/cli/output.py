@@ -8,7 +8,8 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from fence.runs import RunRecord
+from fence.runs import RunEvent, RunRecord
+from producer.client import Run
 
 
 def redact(url: str) -> str:
@@ -31,6 +32,11 @@ def when(timestamp: float | None) -> str:
 
 def emit_json(document: Any) -> None:
     print(json.dumps(document, indent=2, default=str))
+
+
+def emit_json_line(document: Any) -> None:
+    """One JSON document on one line, flushed: JSON Lines, for a stream read as it comes."""
+    print(json.dumps(document, default=str), flush=True)
 
 
 def aligned(rows: Sequence[tuple[str, object]], indent: str = "") -> list[str]:
@@ -73,3 +79,40 @@ def print_record(record: RunRecord) -> None:
     if record.corrupt:
         rows.append(("corrupt", f"{record.corrupt} (unreadable fields show safe values)"))
     print("\n".join(aligned(rows)))
+
+
+def print_accepted(run: Run, record: RunRecord) -> None:
+    """Where the run stands in its session's queue."""
+    if run.duplicate:
+        print(f"run {run.id} (existing run for this idempotency key): {record.state.value}")
+    elif run.position == 0:
+        print(f"run {run.id} accepted for session {run.session_id}: runs next")
+    else:
+        print(
+            f"run {run.id} accepted for session {run.session_id}: queued behind "
+            f"{run.position} run(s)"
+        )
+
+
+VALUE_CHARS = 200
+"""Longest value an event line shows; ``--json`` has them all in full."""
+
+
+def event_line(event: RunEvent) -> str:
+    """An event on one line: when, its id (for ``--after``), its type, ``key=value`` data
+    (values as JSON, so text shows its spaces and never breaks the line)."""
+    values = []
+    for name, value in event.data.items():
+        shown = json.dumps(value, ensure_ascii=False, default=str)
+        if len(shown) > VALUE_CHARS:
+            shown = shown[: VALUE_CHARS - 1] + "…"
+        values.append(f"{name}={shown}")
+    return f"{when(event.at)}  {event.id}  {event.type.value:<14}  {' '.join(values)}".rstrip()
+
+
+def print_event(event: RunEvent, as_json: bool) -> None:
+    """An event as it comes: a line for people, or under ``--json`` a JSON line."""
+    if as_json:
+        emit_json_line(event.to_dict())
+    else:
+        print(event_line(event), flush=True)

@@ -10,9 +10,11 @@ from typing import Any
 from fence.runs import RunRecord, RunState, RunTimeout, Strategy
 from fence.settings import Settings
 from producer.cli.arguments import json_object, positive_float
-from producer.cli.errors import EXIT_OK, EXIT_TIMEOUT, CliError
-from producer.cli.output import emit_json, print_record, record_dict
-from producer.client import Producer, Run
+from producer.cli.errors import EXIT_OK, CliError
+from producer.cli.follow import follow_submitted
+from producer.cli.outcome import check_succeeded, print_succeeded, still_running
+from producer.cli.output import emit_json, print_accepted, print_record, record_dict
+from producer.client import Producer
 
 
 def add_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -29,7 +31,16 @@ def add_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
     )
     submit.add_argument("--agent", help="agent name (default FENCE_DEFAULT_AGENT)")
     submit.add_argument(
-        "--wait", type=positive_float, metavar="SECONDS", help="wait for the answer"
+        "--wait",
+        type=positive_float,
+        metavar="SECONDS",
+        help="wait for the answer (with --follow: follow for at most SECONDS)",
+    )
+    submit.add_argument(
+        "--follow",
+        action="store_true",
+        help="print the answer as it is generated, then the outcome "
+        "(--json: one JSON line per event)",
     )
     submit.add_argument(
         "--strategy",
@@ -91,6 +102,8 @@ def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
 
     if record.state is RunState.REJECTED:
         raise CliError(f"run {run.id} rejected: {record.error}", code="rejected", run_id=run.id)
+    if args.follow:
+        return follow_submitted(run, record, args.wait, args.json)
     if not args.json:
         print_accepted(run, record)
     if args.wait is None:
@@ -99,38 +112,13 @@ def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
     try:
         record = producer.store.wait(run.id, args.wait)
     except RunTimeout:
-        message = (
-            f"run {run.id} is still running after {args.wait:g} s; it goes on: "
-            f"fence status {run.id}"
-        )
         emit(run.status())
-        print(f"fence: {message}", file=sys.stderr)
-        return EXIT_TIMEOUT
-    if record.state is not RunState.SUCCEEDED:
-        raise CliError(
-            f"run {run.id} {record.state.value}: {record.error or 'no error recorded'}",
-            code=record.state.value,
-            run_id=run.id,
-        )
+        return still_running(run.id, args.wait, f"fence status {run.id}")
+    check_succeeded(record)
     emit(record)
     if not args.json:
-        took = (record.finished_at or 0) - record.accepted_at
-        print(f"succeeded in {took:.2f} s:")
-        print(record.result or "")
+        print_succeeded(record, answer_shown=False)
     return EXIT_OK
-
-
-def print_accepted(run: Run, record: RunRecord) -> None:
-    """Where the run stands in its session's queue."""
-    if run.duplicate:
-        print(f"run {run.id} (existing run for this idempotency key): {record.state.value}")
-    elif run.position == 0:
-        print(f"run {run.id} accepted for session {run.session_id}: runs next")
-    else:
-        print(
-            f"run {run.id} accepted for session {run.session_id}: queued behind "
-            f"{run.position} run(s)"
-        )
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
