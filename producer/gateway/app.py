@@ -12,7 +12,7 @@ from fastapi.security import HTTPBearer
 
 from fence.settings import Settings, get_settings
 from producer.client import Producer
-from producer.gateway import probes, routes
+from producer.gateway import probes, routes, streams
 from producer.gateway.errors import GatewayConfigError, documented, install_error_handlers
 from producer.gateway.guard import Guard
 from producer.gateway.state import GatewayState
@@ -49,16 +49,22 @@ def create_app(
     app = FastAPI(title="Fence gateway", version="1", description=DESCRIPTION, lifespan=_lifespan)
     app.state.gateway = GatewayState.build(settings, producer)
     bearer = HTTPBearer(auto_error=False, description="A token from FENCE_API_TOKENS.")
-    app.include_router(
-        routes.router,
-        dependencies=[Depends(bearer)] if require_auth else [],
-        responses=documented(400, 401, 413, 422, 503)
-        if require_auth
-        else documented(400, 413, 422, 503),
-    )
+    for api in (routes.router, streams.router):
+        app.include_router(
+            api,
+            dependencies=[Depends(bearer)] if require_auth else [],
+            responses=documented(400, 401, 413, 422, 503)
+            if require_auth
+            else documented(400, 413, 422, 503),
+        )
     app.include_router(probes.router)
     # Every route with its full path, to match a request that routing never saw or missed.
-    declared = [*routes.router.routes, *probes.router.routes, *app.router.routes]
+    declared = [
+        *routes.router.routes,
+        *streams.router.routes,
+        *probes.router.routes,
+        *app.router.routes,
+    ]
     app.add_middleware(
         Guard,
         tokens=settings.api_tokens,
@@ -75,7 +81,7 @@ def create_app(
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     yield
-    app.state.gateway.close()
+    await app.state.gateway.aclose()
 
 
 def _declare_agents(app: FastAPI, agents: list[str]) -> None:

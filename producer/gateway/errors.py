@@ -44,7 +44,8 @@ DESCRIPTIONS = {
     413: "The request body is larger than FENCE_API_MAX_BODY_BYTES.",
     422: "Invalid input; error.field names the field and error.message the rule "
     "(body: not JSON, not UTF-8, or nested too deep).",
-    503: "Redis or the memory backend is unreachable.",
+    503: "Redis or the memory backend is unreachable, or (an event stream) the gateway "
+    "holds as many streams open as it serves; retry later.",
 }
 """What each error status means, as the OpenAPI document says it."""
 

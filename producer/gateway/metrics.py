@@ -17,6 +17,7 @@ from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
 )
@@ -123,6 +124,12 @@ class GatewayMetrics:
             "Time to answer an HTTP request (long polls included).",
             ["method", "route"],
             buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.open_streams = Gauge(
+            "fence_gateway_open_streams",
+            "Event streams (Server-Sent Events) open now.",
+            multiprocess_mode="livesum",
             registry=self.registry,
         )
         self.runtime = RuntimeCollector(store)

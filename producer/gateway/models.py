@@ -13,7 +13,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from fence.messages import IDENTIFIER_PATTERN, IDENTIFIER_RULE, Message, ToolCall
-from fence.runs import RunRecord, RunState, Strategy
+from fence.runs import EventType, RunRecord, RunState, Strategy
+from fence.runs.events import EVENT_ID
 from fence.runs.schema import MAX_METADATA_BYTES, MAX_METADATA_DEPTH, MAX_METADATA_KEY_CHARS
 
 # JSON Schema patterns are searched, not full-matched, and ``$`` means end of text there.
@@ -22,6 +23,19 @@ NAME_SCHEMA: dict[str, Any] = {
     "minLength": 1,
     "maxLength": 128,
 }
+EVENT_ID_SCHEMA: dict[str, Any] = {
+    "pattern": f"^{EVENT_ID.pattern}$",
+    "examples": ["1700000000000-0"],
+}
+EVENT_TYPES = [kind.value for kind in EventType]
+
+
+def event_id_parameter(schema: dict[str, Any]) -> None:
+    """An optional event id header or query parameter, as the document shows it: a
+    string, without the null branch of ``str | None`` (a value that is sent is text, so
+    ``null`` would be a malformed id; a missing one is simply not sent)."""
+    schema.pop("anyOf", None)
+    schema.update(type="string", **EVENT_ID_SCHEMA)
 
 
 class FieldProblem(BaseModel):
@@ -194,3 +208,48 @@ class ComponentHealth(BaseModel):
 class HealthResponse(BaseModel):
     status: str = Field(description="ok, or unavailable when a component failed.")
     components: dict[str, ComponentHealth] = Field(description="redis and memory.")
+
+
+class RunEventView(BaseModel):
+    """One event of a run: the JSON of an event stream's data: line."""
+
+    id: str = Field(description="The event id, as in the id: line; strictly increasing.")
+    run_id: str
+    session_id: str
+    type: str = Field(
+        description="As in the event: line. run.finished is the run's last, exactly once.",
+        json_schema_extra={"enum": EVENT_TYPES},
+    )
+    at: float = Field(description="When it happened, Unix epoch seconds.")
+    data: dict[str, Any] = Field(
+        description="By type: run.accepted position; turn.started attempt, delivery, worker; "
+        "text.delta text, step; run.finished state and, unless it succeeded, error."
+    )
+
+
+EVENT_STREAM: dict[str, Any] = {
+    "description": "Server-Sent Events, one per event of the run (or session) in order: "
+    "id: the event id, event: its type, data: the event as JSON (RunEventView). A comment "
+    "line (: keep-alive) comes every FENCE_API_HEARTBEAT_S seconds. Resume after the last "
+    "id seen with the Last-Event-ID header or ?after=.",
+    "content": {
+        "text/event-stream": {
+            "schema": {
+                "type": "object",
+                "description": "One event, as a Server-Sent Events parser reads it.",
+                "required": ["id", "event", "data"],
+                "properties": {
+                    "id": {"type": "string", **EVENT_ID_SCHEMA},
+                    "event": {"type": "string", "enum": EVENT_TYPES},
+                    "data": {
+                        "type": "string",
+                        "contentMediaType": "application/json",
+                        "contentSchema": RunEventView.model_json_schema(),
+                    },
+                },
+            }
+        }
+    },
+}
+"""The 200 of an event stream in the OpenAPI document (Open API 3.1: ``schema`` is one
+event's)."""

@@ -16,6 +16,7 @@ from fastapi import APIRouter, Header, Path, Query, Response
 from fence.memory.sqlite import MissingDatabaseError
 from fence.runs import IdempotencyConflict, RunRecord, RunState, RunTimeout
 from fence.validation import InvalidInput
+from producer.client import Run
 from producer.gateway.errors import GatewayError, check_session, documented
 from producer.gateway.models import (
     NAME_SCHEMA,
@@ -27,7 +28,7 @@ from producer.gateway.models import (
     SubmitBody,
     SubmitResponse,
 )
-from producer.gateway.state import Gateway
+from producer.gateway.state import Gateway, GatewayState
 
 MAX_WAIT_S = 60.0
 """Longest long poll; a client wanting longer polls again."""
@@ -79,6 +80,18 @@ def submit_run(
     idempotency_header: IdempotencyHeader = None,
 ) -> SubmitResponse:
     """Accepted means durable: the run is in Redis before this answers."""
+    run = submit(gateway, session_id, body, idempotency_header)
+    response.headers["Location"] = f"/v1/runs/{run.id}"
+    return SubmitResponse(
+        run_id=run.id, session_id=run.session_id, state=run.state, position=run.position
+    )
+
+
+def submit(
+    gateway: GatewayState, session_id: str, body: SubmitBody, idempotency_header: str | None
+) -> Run:
+    """Submit through the producer, or raise the error the submit routes answer with
+    (422 invalid, 409 conflict or rejected): nothing is queued then. Blocks on Redis."""
     key = body.idempotency_key
     if idempotency_header is not None and key is not None and idempotency_header != key:
         rule = "the Idempotency-Key header and the body's idempotency_key differ"
@@ -107,10 +120,7 @@ def submit_run(
         raise GatewayError(
             409, "rejected", error or "session is busy and strategy is reject", run_id=run.id
         )
-    response.headers["Location"] = f"/v1/runs/{run.id}"
-    return SubmitResponse(
-        run_id=run.id, session_id=run.session_id, state=run.state, position=run.position
-    )
+    return run
 
 
 @router.get(

@@ -18,6 +18,8 @@ from tests.support import REPO, Runtime
 TOKENS = ("tok-alpha-1f8e", "tok-beta-77c2")
 MAX_BODY = 64 * 1024
 MAX_MESSAGE = 4096
+HEARTBEAT_S = 0.5
+"""Lowered from 15 s, so a test sees an idle stream's keep-alive comments quickly."""
 
 
 @dataclass
@@ -59,6 +61,7 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
             "FENCE_API_TOKENS": ",".join(TOKENS),
             "FENCE_API_MAX_BODY_BYTES": str(MAX_BODY),
             "FENCE_MAX_MESSAGE_BYTES": str(MAX_MESSAGE),
+            "FENCE_API_HEARTBEAT_S": str(HEARTBEAT_S),
             "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
         }
         gateway, base_url = launch_gateway(env, directory, "gateway")
