@@ -47,6 +47,22 @@ class Settings(BaseSettings):
     memory: str = "sqlite:///fence.db"
     agents: str = "workers.registry:registry"
     agentcore_memory_id: str | None = None
+    long_term_top_k: int = Field(
+        default=0,
+        ge=0,
+        le=100,
+        description="Long-term records the built-in agents recall for each prompt "
+        "(AgentCore memory only); 0 turns long-term memory off.",
+    )
+    long_term_max_tokens: int = Field(
+        default=500,
+        gt=0,
+        description="Token budget of the recalled records, their header included.",
+    )
+    long_term_strict: bool = Field(
+        default=False,
+        description="A failed long-term search fails the turn instead of going on without it.",
+    )
 
     max_message_bytes: int = Field(
         default=256 * 1024, gt=0, description="Largest message content accepted, in UTF-8 bytes."
@@ -119,8 +135,39 @@ class Settings(BaseSettings):
         description="How often the gateway sends an idle event stream a comment, so proxies "
         "keep it open.",
     )
+    webhook_allow: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="URL prefixes a run's webhook may start with, comma-separated "
+        "(FENCE_WEBHOOK_ALLOW=https://hooks.example.com/); empty: webhooks are refused.",
+    )
+    webhook_secret: str | None = Field(
+        default=None,
+        repr=False,
+        min_length=16,
+        description="The key workers sign every webhook delivery with (HMAC-SHA256).",
+    )
+    webhook_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="A webhook attempt fails when connecting, or waiting for the answer, "
+        "takes longer.",
+    )
+    webhook_backoff_s: float = Field(
+        default=5.0, gt=0, description="Delay before a failed delivery's first retry; doubles."
+    )
+    webhook_retry_for_s: float = Field(
+        default=24 * 3600.0,
+        gt=0,
+        description="A webhook is retried this long after its run ended, then recorded failed.",
+    )
+    api_max_streams: int = Field(
+        default=2_000,
+        gt=0,
+        description="Event streams the gateway holds open at once (each holds a Redis "
+        "connection); more get 503 before they start.",
+    )
 
-    @field_validator("api_tokens", mode="before")
+    @field_validator("api_tokens", "webhook_allow", mode="before")
     @classmethod
     def _split_tokens(cls, value: object) -> object:
         """Comma-separated in the environment, so tokens are never JSON-quoted in env files."""
@@ -140,6 +187,19 @@ class Settings(BaseSettings):
         _refuse_placeholders(value)
         return value
 
+    @field_validator("webhook_secret")
+    @classmethod
+    def _webhook_secret_is_not_a_placeholder(cls, value: str | None) -> str | None:
+        _refuse_placeholders(value)
+        return value
+
+    @field_validator("webhook_allow")
+    @classmethod
+    def _webhook_allow_holds_url_prefixes(cls, value: list[str]) -> list[str]:
+        from fence.runs.webhooks import check_prefix  # fence.runs imports this module
+
+        return [check_prefix(entry) for entry in value]
+
     @field_validator("redis_url")
     @classmethod
     def _redis_password_is_not_a_placeholder(cls, value: str) -> str:
@@ -153,6 +213,15 @@ class Settings(BaseSettings):
             raise ValueError(
                 "FENCE_LEASE_RENEW_MS: must be at most half of FENCE_LEASE_MS, so a lease "
                 "is renewed before it can expire"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _webhooks_end_before_their_runs_expire(self) -> Settings:
+        if self.webhook_retry_for_s >= self.run_ttl_s:
+            raise ValueError(
+                "FENCE_WEBHOOK_RETRY_FOR_S: must be shorter than FENCE_RUN_TTL_S, so a run's "
+                "record outlives its webhook's retries"
             )
         return self
 

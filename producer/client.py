@@ -154,9 +154,13 @@ class Producer:
         idempotency_key: str | None = None,
         strategy: str | Strategy = Strategy.ENQUEUE,
         metadata: dict[str, Any] | None = None,
+        webhook: str | None = None,
     ) -> Run:
         """Accept a run for ``session_id``. Bad input raises ``InvalidInput`` (a
         ``ValueError``): one ``field: rule`` line per bad field, nothing queued.
+
+        ``webhook``: a URL the run's outcome is POSTed to, signed, when it ends; it must
+        start with a ``FENCE_WEBHOOK_ALLOW`` prefix.
 
         A rejected double text (``strategy="reject"`` on a busy session) is
         still accepted and recorded: its handle's ``result()`` raises
@@ -169,6 +173,7 @@ class Producer:
             idempotency_key=idempotency_key,
             strategy=strategy,
             metadata=metadata or {},
+            webhook=webhook,
         )
         self.check_agent(request.agent)
         submission = self.store.submit(request)

@@ -1,4 +1,5 @@
-"""Celery tasks: ``fence.run_turn`` (one per turn) and ``fence.sweep`` (beat)."""
+"""Celery tasks: ``fence.run_turn`` (one per turn), ``fence.deliver_webhook`` (one per
+webhook attempt) and ``fence.sweep`` (beat)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ from workers.logs import configure as configure_logs
 from workers.metrics import install_observers, metrics, process_exited
 from workers.metrics import serve as serve_metrics
 from workers.turn import TurnExecutor
+from workers.webhooks import DELIVER_WEBHOOK, deliver
+from workers.webhooks import publish as publish_webhook
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +69,19 @@ def run_turn(self, run_id: str, session_id: str) -> str:
     return executor().execute(session_id, run_id, worker=self.request.hostname or "unknown")
 
 
+@app.task(name=DELIVER_WEBHOOK, bind=True, acks_late=True, reject_on_worker_lost=True)
+def deliver_webhook(self, run_id: str, session_id: str, attempt: int = 1) -> None:
+    """POST an ended run's outcome to its webhook; a failed attempt retries with backoff."""
+    delay = deliver(store(), session_id, run_id, attempt)
+    if delay is not None:
+        kwargs = {"run_id": run_id, "session_id": session_id, "attempt": attempt + 1}
+        raise self.retry(kwargs=kwargs, countdown=delay, max_retries=None)
+
+
 @app.task(name=SWEEP, ignore_result=True)
 def sweep() -> int:
-    """Re-dispatch active runs whose worker vanished (no lease, no progress)."""
+    """Re-dispatch active runs whose worker vanished (no lease, no progress), and send the
+    webhooks nobody sent in time."""
     stalled = store().stalled_runs()
     for session_id, run_id in stalled:
         log.warning(
@@ -76,6 +89,11 @@ def sweep() -> int:
         )
         store().publish(session_id, run_id)
     metrics().sweeper_recoveries.inc(len(stalled))
+    for session_id, run_id, attempt in store().due_webhooks():
+        log.warning(
+            "publishing a webhook left due", extra={"session_id": session_id, "run_id": run_id}
+        )
+        publish_webhook(session_id, run_id, attempt)
     return len(stalled)
 
 

@@ -27,6 +27,7 @@ from workers.backends import MEMORY_ERRORS, BackendCalls, BackendDown
 from workers.leases import LeaseRenewer
 from workers.metrics import metrics
 from workers.turn_events import TurnEvents
+from workers.webhooks import publish as publish_webhook
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +133,8 @@ class TurnExecutor:
         metrics().turn_seconds.observe(time.monotonic() - started)
         if next_run:
             self.store.publish(session_id, next_run)
+        if lease.record.webhook:
+            publish_webhook(session_id, run_id)
         return outcome.state.value
 
     def _run(

@@ -3,8 +3,8 @@
 Keys of one session carry the session id in a hash tag (``{...}``) so they
 share a Redis Cluster slot and multi-key Lua scripts stay legal. The only
 keys outside a session's slot are the run-id index (a run id alone must find
-its session), the index of possibly-active sessions the sweeper walks, and the
-broker queue turns are published to.
+its session), the index of possibly-active sessions the sweeper walks, the set of
+webhooks due, and the broker queue turns are published to.
 """
 
 from __future__ import annotations
@@ -102,6 +102,28 @@ ACTIVE_SESSIONS = f"{PREFIX}:active-sessions"
 A superset: a session is added before it can become active and removed by
 the sweeper only after it was seen idle, so no active session is missing.
 """
+
+WEBHOOKS_DUE = f"{PREFIX}:webhooks-due"
+"""Sorted set of runs whose webhook may still need sending (``webhook_due_member``), scored
+with when the sweeper should send it if nobody has by then (epoch s).
+
+A superset, like ``ACTIVE_SESSIONS``: every step that ends a run with a webhook adds it
+first, in the same round trip but as a command of its own, since this key is outside the
+session's slot; the sweeper drops a run once its webhook is delivered, failed or gone.
+So a worker that dies right after ending a run leaves its webhook here, due.
+"""
+
+
+def webhook_due_member(session_id: str, run_id: str) -> str:
+    """A run's member of ``WEBHOOKS_DUE``: a session id has no space, a run id is hex."""
+    return f"{session_id} {run_id}"
+
+
+def webhook_due_ids(member: str) -> tuple[str, str]:
+    """The session id and run id a ``WEBHOOKS_DUE`` member names."""
+    session_id, _, run_id = member.rpartition(" ")
+    return session_id, run_id
+
 
 TURN_QUEUE = "celery"
 """List: the broker queue turns are published to (``fence.runs.turn_message``), Celery's

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from fence.messages import utf8, validate_identifier, validate_session_id
 from fence.plain_json import check_plain, nesting_rule, text_nesting
+from fence.runs.webhooks import MAX_WEBHOOK_CHARS, webhook_target
 from fence.settings import get_settings
 from fence.validation import InputModel
 
@@ -75,6 +76,17 @@ class RunState(StrEnum):
         return self not in (RunState.QUEUED, RunState.RUNNING)
 
 
+class WebhookState(StrEnum):
+    """Where a run's webhook delivery stands (``fence.runs.webhooks``)."""
+
+    PENDING = "pending"
+    """Not delivered yet: the run has not ended, or an attempt failed and is retried."""
+    DELIVERED = "delivered"
+    """The receiver answered an attempt with a 2xx status."""
+    FAILED = "failed"
+    """Given up: retried for ``FENCE_WEBHOOK_RETRY_FOR_S``, or the workers may not send it."""
+
+
 class Strategy(StrEnum):
     """What to do with a message that arrives while its session is busy."""
 
@@ -97,6 +109,9 @@ class RunRequest(InputModel):
     idempotency_key: str | None = None
     strategy: Strategy = Strategy.ENQUEUE
     metadata: dict[str, Any] = Field(default_factory=dict)
+    webhook: str | None = None
+    """Where the run's outcome is POSTed when it ends; ``RunStore.submit`` checks it
+    against ``FENCE_WEBHOOK_ALLOW``."""
 
     @field_validator("session_id")
     @classmethod
@@ -127,6 +142,13 @@ class RunRequest(InputModel):
     @classmethod
     def _metadata(cls, value: object) -> dict[str, Any]:
         return check_metadata(value)
+
+    @field_validator("webhook")
+    @classmethod
+    def _webhook(cls, value: str | None) -> str | None:
+        if value is not None:
+            webhook_target(value)  # raises naming the rule
+        return value
 
 
 _UNREADABLE: dict[str, Any] = {
@@ -165,6 +187,14 @@ class RunRecord(BaseModel):
     result: str | None = None
     error: str | None = None
     cancel_requested: bool = False
+    webhook: Annotated[str, Field(max_length=MAX_WEBHOOK_CHARS)] | None = None
+    """Where the run's outcome is POSTed when it ends, if it was submitted with one."""
+    webhook_state: WebhookState | None = None
+    """The webhook's delivery, if the run has one."""
+    webhook_attempts: int = 0
+    """Delivery attempts begun, retries and the sweeper's re-sends included."""
+    webhook_error: str | None = None
+    """Why the last attempt failed (clipped), until one succeeds."""
     corrupt: str | None = None
     """What of the stored record could not be read as written (e.g. ``"metadata: not
     valid JSON"``), else None. Those fields hold safe values instead (see ``from_hash``);
@@ -238,4 +268,9 @@ class RunRecord(BaseModel):
             "accepted_at": repr(accepted_at),
             "deliveries": "0",
             "attempts": "0",
+            **(
+                {"webhook": request.webhook, "webhook_state": WebhookState.PENDING.value}
+                if request.webhook
+                else {}
+            ),
         }

@@ -39,6 +39,12 @@ Python (``keys.SessionField``, ``keys.RunField``, ``RunRecord``'s fields,
 ``RunState``, ``Strategy`` and the outcome enums below), so each is named once.
 Event types are written ``'$event_<name>'`` (``EventType.<NAME>``).
 Each script's first lines give its KEYS, ARGV and what it returns.
+
+Webhooks (``fence.runs.webhooks``): a worker may die before, during or after a
+delivery attempt. Each attempt number is claimed once (``CLAIM_WEBHOOK``), so a
+duplicate or late task does nothing; an attempt's outcome is recorded only while the
+webhook is pending and no later attempt began (``RECORD_WEBHOOK``); a run left due
+in ``keys.WEBHOOKS_DUE`` is sent again by the sweeper with the next attempt number.
 """
 
 from __future__ import annotations
@@ -48,7 +54,7 @@ from string import Template
 
 from fence.runs.events import EventType
 from fence.runs.keys import RunField, SessionField
-from fence.runs.schema import RunRecord, RunState, Strategy
+from fence.runs.schema import RunRecord, RunState, Strategy, WebhookState
 
 
 class Submitted(StrEnum):
@@ -119,6 +125,21 @@ class Emitted(StrEnum):
     """The lease is no longer ours: nothing was written."""
 
 
+class WebhookClaim(StrEnum):
+    """What ``CLAIM_WEBHOOK`` found."""
+
+    CLAIMED = "claimed"
+    """This attempt is ours to make."""
+    STALE = "stale"
+    """Not the next attempt: a duplicate or late task, or the sweeper sent it again."""
+    SETTLED = "settled"
+    """Delivered or failed already, or the run has no webhook."""
+    UNFINISHED = "unfinished"
+    """The run has not ended: there is no outcome to send yet."""
+    MISSING = "missing"
+    """The run's record is gone (expired)."""
+
+
 class Swept(StrEnum):
     """What ``SWEEP_SESSION`` found."""
 
@@ -138,7 +159,9 @@ _NAMES = {
         *RunRecord.model_fields,
         *RunState,
         *Strategy,
+        *WebhookState,
         *(o for e in (Submitted, Acquired, Saved, Finished, Cancelled, Emitted, Swept) for o in e),
+        *WebhookClaim,
     ]
 } | {f"event_{kind.name.lower()}": kind.value for kind in EventType}
 
@@ -416,4 +439,31 @@ if score and tonumber(score) == tonumber(ARGV[2]) then
   return redis.call('ZREM', KEYS[1], ARGV[1])
 end
 return 0
+""")
+
+CLAIM_WEBHOOK = _lua("""
+-- KEYS: run   ARGV: attempt
+-- RETURNS: {'claimed', the run hash as a flat list} or {WebhookClaim}: attempt n of an
+-- ended run's pending webhook, claimed once and only after attempt n - 1 was
+local state = redis.call('HGET', KEYS[1], '$state')
+if not state then return {'$missing'} end
+if state == '$queued' or state == '$running' then return {'$unfinished'} end
+if redis.call('HGET', KEYS[1], '$webhook_state') ~= '$pending' then return {'$settled'} end
+local begun = tonumber(redis.call('HGET', KEYS[1], '$webhook_attempts')) or 0
+if begun ~= tonumber(ARGV[1]) - 1 then return {'$stale'} end
+redis.call('HSET', KEYS[1], '$webhook_attempts', ARGV[1])
+return {'$claimed', redis.call('HGETALL', KEYS[1])}
+""")
+
+RECORD_WEBHOOK = _lua("""
+-- KEYS: run   ARGV: attempt, webhook state (pending: it is retried), error
+-- RETURNS: 1 if recorded; 0 (nothing written) if the webhook is no longer pending or,
+-- unless this attempt delivered it, a later attempt began
+if redis.call('HGET', KEYS[1], '$webhook_state') ~= '$pending' then return 0 end
+if ARGV[2] ~= '$delivered'
+    and (tonumber(redis.call('HGET', KEYS[1], '$webhook_attempts')) or 0) ~= tonumber(ARGV[1]) then
+  return 0
+end
+redis.call('HSET', KEYS[1], '$webhook_state', ARGV[2], '$webhook_error', ARGV[3])
+return 1
 """)

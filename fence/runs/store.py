@@ -24,10 +24,21 @@ from redis.exceptions import NoScriptError
 from fence.runs import keys, scripts
 from fence.runs.events import EventLog, EventType, RunEvent, event_id
 from fence.runs.keys import RunField, SessionField
-from fence.runs.schema import RunRecord, RunRequest, RunState
-from fence.runs.scripts import Acquired, Cancelled, Emitted, Finished, Saved, Submitted, Swept
+from fence.runs.schema import RunRecord, RunRequest, RunState, Strategy, WebhookState
+from fence.runs.scripts import (
+    Acquired,
+    Cancelled,
+    Emitted,
+    Finished,
+    Saved,
+    Submitted,
+    Swept,
+    WebhookClaim,
+)
 from fence.runs.turn_message import turn_message
+from fence.runs.webhooks import check_allowed
 from fence.settings import Settings, get_settings
+from fence.validation import InvalidInput
 
 REDIS_TIMEOUT_S = 10.0
 """A Redis that hangs fails calls after this long instead of hanging its callers."""
@@ -155,6 +166,8 @@ class RunStore:
         self._sweep_session = client.register_script(scripts.SWEEP_SESSION)
         self._forget_idle = client.register_script(scripts.FORGET_IDLE)
         self._emit = client.register_script(scripts.EMIT)
+        self._claim_webhook = client.register_script(scripts.CLAIM_WEBHOOK)
+        self._record_webhook = client.register_script(scripts.RECORD_WEBHOOK)
         self.event_log = EventLog(client)
         self._scripts = tuple(v for v in vars(self).values() if isinstance(v, Script))
         """All of the above: what ``_loading_scripts`` loads into an emptied cache."""
@@ -208,8 +221,14 @@ class RunStore:
         """Record the run durably and decide whether it runs now, waits, or is rejected.
 
         A request whose idempotency key was used before returns that run, or raises
-        ``IdempotencyConflict`` if it differs from the request first sent with it.
+        ``IdempotencyConflict`` if it differs from the request first sent with it. A
+        webhook ``FENCE_WEBHOOK_ALLOW`` does not allow raises ``InvalidInput`` first.
         """
+        if request.webhook is not None:
+            try:
+                check_allowed(request.webhook, self.settings.webhook_allow)
+            except ValueError as error:
+                raise InvalidInput.at("webhook", str(error)) from None
         run_id = uuid.uuid4().hex
         now = time.time()
         sid = request.session_id
@@ -221,6 +240,8 @@ class RunStore:
         def queue(pipe: Pipeline) -> None:
             pipe.set(keys.run_index(run_id), sid)
             pipe.zadd(keys.ACTIVE_SESSIONS, {sid: now})
+            if request.webhook and request.strategy is Strategy.REJECT:  # SUBMIT may end it
+                _webhook_due(pipe, sid, run_id, now)
             _evalsha(
                 pipe,
                 self._submit,
@@ -244,13 +265,13 @@ class RunStore:
                 ],
             )
 
-        _, _, (outcome, found_id, position) = self._pipeline(queue)
+        *_, (outcome, found_id, position) = self._pipeline(queue)
         if outcome == Submitted.DUPLICATE:
             self.redis.delete(keys.run_index(run_id))
             record = self.get(found_id, sid)
             differs = [
                 name
-                for name in ("message", "agent", "strategy", "metadata")
+                for name in ("message", "agent", "strategy", "metadata", "webhook")
                 if getattr(record, name) != getattr(request, name)
             ]
             if differs and not record.corrupt:
@@ -284,22 +305,31 @@ class RunStore:
         """Cancel durably: a queued run leaves the mailbox; a running one stops at its
         next step and commits nothing. Cancelling a finished run changes nothing."""
         sid = session_id or self.session_of(run_id)
-        [outcome] = self._call(
-            self._cancel,
-            [
-                keys.session(sid),
-                keys.mailbox(sid),
-                keys.run(sid, run_id),
-                *keys.event_logs(sid, run_id),
-            ],
-            [
-                run_id,
-                repr(time.time()),
-                self.settings.run_ttl_s,
-                keys.done_channel(run_id),
-                self.settings.events_max,
-            ],
-        )
+        now = time.time()
+        webhook = self.redis.hget(keys.run(sid, run_id), "webhook")  # set once, at submit
+
+        def queue(pipe: Pipeline) -> None:
+            if webhook:  # CANCEL may end it
+                _webhook_due(pipe, sid, run_id, now)
+            _evalsha(
+                pipe,
+                self._cancel,
+                [
+                    keys.session(sid),
+                    keys.mailbox(sid),
+                    keys.run(sid, run_id),
+                    *keys.event_logs(sid, run_id),
+                ],
+                [
+                    run_id,
+                    repr(now),
+                    self.settings.run_ttl_s,
+                    keys.done_channel(run_id),
+                    self.settings.events_max,
+                ],
+            )
+
+        [outcome] = self._pipeline(queue)[-1]
         if outcome == Cancelled.MISSING:
             raise RunNotFound(run_id)
         if outcome == Cancelled.CANCELLED:
@@ -501,9 +531,12 @@ class RunStore:
         ``LeaseLost`` if another worker holds the session now.
         """
         sid, run_id = lease.session_id, lease.run_id
-        now = repr(time.time())
+        at = time.time()
+        now = repr(at)
 
         def queue(pipe: Pipeline) -> None:
+            if lease.record.webhook:  # the worker sends it next; the sweeper if it dies
+                _webhook_due(pipe, sid, run_id, at + self.settings.stall_after_s)
             _evalsha(
                 pipe,
                 self._finish,
@@ -532,7 +565,7 @@ class RunStore:
             )
             pipe.expire(keys.run_index(run_id), self.settings.run_ttl_s)  # harmless if lost
 
-        outcome, _ = self._pipeline(queue)
+        *_, outcome, _ = self._pipeline(queue)
         if outcome[0] == Finished.LOST:
             raise LeaseLost(sid, run_id)
         return outcome[1] if outcome[0] == Finished.NEXT else None
@@ -544,6 +577,83 @@ class RunStore:
         duplicate delivery is harmless (the lease and the idempotent commit see to it).
         """
         self.redis.lpush(keys.TURN_QUEUE, turn_message(session_id, run_id))
+
+    # -- webhooks -----------------------------------------------------------
+
+    def claim_webhook(self, session_id: str, run_id: str, attempt: int) -> RunRecord | WebhookClaim:
+        """Begin attempt ``attempt`` of the run's webhook: the run as it ended, or why not.
+        First the run's due time moves past the attempt's time, so the sweeper makes the
+        attempt again if its worker dies."""
+        settings = self.settings
+        due = time.time() + settings.webhook_timeout_s + settings.stall_after_s
+        member = keys.webhook_due_member(session_id, run_id)
+
+        def queue(pipe: Pipeline) -> None:
+            pipe.zadd(keys.WEBHOOKS_DUE, {member: due}, xx=True)
+            _evalsha(pipe, self._claim_webhook, [keys.run(session_id, run_id)], [attempt])
+
+        _, (outcome, *record) = self._pipeline(queue)
+        if outcome != WebhookClaim.CLAIMED:
+            return WebhookClaim(outcome)
+        fields = dict(zip(record[0][::2], record[0][1::2], strict=True))
+        return RunRecord.from_hash(fields, run_id=run_id, session_id=session_id)
+
+    def record_webhook(
+        self,
+        session_id: str,
+        run_id: str,
+        attempt: int,
+        state: WebhookState,
+        *,
+        error: str = "",
+        retry_in: float = 0.0,
+    ) -> bool:
+        """Record how attempt ``attempt`` ended: ``delivered``, ``failed`` (given up), or
+        ``pending`` with its ``error``, the next attempt due in ``retry_in`` s. False, and
+        nothing written, if the webhook settled meanwhile or a later attempt began."""
+        recorded = self._call(
+            self._record_webhook, [keys.run(session_id, run_id)], [attempt, state.value, error]
+        )
+        if recorded:
+            member = keys.webhook_due_member(session_id, run_id)
+            if state is WebhookState.PENDING:
+                due = time.time() + retry_in + self.settings.stall_after_s
+                self.redis.zadd(keys.WEBHOOKS_DUE, {member: due}, xx=True)
+            else:
+                self.redis.zrem(keys.WEBHOOKS_DUE, member)
+        return bool(recorded)
+
+    def due_webhooks(self, now: float | None = None) -> list[tuple[str, str, int]]:
+        """Pending webhooks of ended runs that nobody sent in time (their worker died, or
+        the run ended in a producer: cancelled while queued, or rejected), as ``(session
+        id, run id, the attempt to make)``. Each is due again a stall period (and an
+        attempt's time) later; runs whose webhook settled, or whose record is gone, leave
+        ``keys.WEBHOOKS_DUE``."""
+        now = time.time() if now is None else now
+        stall, timeout = self.settings.stall_after_s, self.settings.webhook_timeout_s
+        members = self.redis.zrangebyscore(keys.WEBHOOKS_DUE, "-inf", now)
+        fields = ["state", "webhook_state", "webhook_attempts"]
+        send: list[tuple[str, str, int]] = []
+        for start in range(0, len(members), SWEEP_BATCH):
+            batch = [(m, *keys.webhook_due_ids(m)) for m in members[start : start + SWEEP_BATCH]]
+            pipe = self.redis.pipeline(transaction=False)
+            for _, session_id, run_id in batch:
+                pipe.hmget(keys.run(session_id, run_id), fields)
+            found = pipe.execute()
+            pipe = self.redis.pipeline(transaction=False)
+            for (member, session_id, run_id), (state, webhook, begun) in zip(
+                batch, found, strict=True
+            ):
+                if webhook != WebhookState.PENDING:
+                    pipe.zrem(keys.WEBHOOKS_DUE, member)
+                elif state in (RunState.QUEUED, RunState.RUNNING):
+                    pipe.zadd(keys.WEBHOOKS_DUE, {member: now + stall}, xx=True)
+                else:
+                    pipe.zadd(keys.WEBHOOKS_DUE, {member: now + stall + timeout}, xx=True)
+                    attempts = int(begun) if begun and begun.isdigit() else 0
+                    send.append((session_id, run_id, attempts + 1))
+            pipe.execute()
+        return send
 
     # -- sweeper ------------------------------------------------------------
 
@@ -581,6 +691,12 @@ def _evalsha(
     client: redis.Redis | Pipeline, script: Script, keys: list[str], args: list[Any]
 ) -> Any:
     return client.evalsha(script.sha, len(keys), *keys, *args)
+
+
+def _webhook_due(pipe: Pipeline, session_id: str, run_id: str, at: float) -> None:
+    """Mark the run's webhook due at ``at``: a command of its own, before the step that may
+    end the run, as ``keys.WEBHOOKS_DUE`` is outside the session's slot."""
+    pipe.zadd(keys.WEBHOOKS_DUE, {keys.webhook_due_member(session_id, run_id): at})
 
 
 class LeaseLost(RuntimeError):

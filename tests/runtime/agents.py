@@ -41,7 +41,8 @@ MID_STREAM_HEAD = "first, "
 @cache
 def control() -> redis.Redis:
     url = os.environ.get("TEST_CONTROL_REDIS_URL") or os.environ["FENCE_REDIS_URL"]
-    return redis.Redis.from_url(url, decode_responses=True)
+    # no socket timeout (redis-py 8 defaults to 5 s): a blocked turn waits for its release
+    return redis.Redis.from_url(url, decode_responses=True, socket_timeout=None)
 
 
 def directives(text: str) -> dict[str, str]:
