@@ -78,6 +78,10 @@ def print_record(record: RunRecord) -> None:
         rows.append(("error", record.error))
     if record.corrupt:
         rows.append(("corrupt", f"{record.corrupt} (unreadable fields show safe values)"))
+    if record.webhook_state is not None:
+        error = f": {record.webhook_error}" if record.webhook_error else ""
+        delivery = f"{record.webhook_state.value} after {record.webhook_attempts} attempt(s)"
+        rows.append(("webhook", f"{delivery}{error}"))
     print("\n".join(aligned(rows)))
 
 

@@ -50,6 +50,9 @@ def add_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
     )
     submit.add_argument("--idempotency-key", help="the same key returns the same run (24 h)")
     submit.add_argument("--metadata", type=json_object, help="JSON object kept with the run")
+    submit.add_argument(
+        "--webhook", help="URL the run's outcome is POSTed to when it ends (FENCE_WEBHOOK_ALLOW)"
+    )
     submit.set_defaults(handler=cmd_submit)
 
     status = commands.add_parser("status", parents=[common], help="show a run")
@@ -93,6 +96,7 @@ def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
         idempotency_key=args.idempotency_key,
         strategy=args.strategy,
         metadata=args.metadata,
+        webhook=args.webhook,
     )
     record = run.status()
 

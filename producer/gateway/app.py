@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -74,7 +75,7 @@ def create_app(
         routes=declared,
     )
     install_error_handlers(app, declared)
-    _declare_agents(app, sorted(producer.agents))
+    _declare_agents(app, sorted(producer.agents), settings.webhook_allow)
     return app
 
 
@@ -84,16 +85,24 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     await app.state.gateway.aclose()
 
 
-def _declare_agents(app: FastAPI, agents: list[str]) -> None:
-    """Name the agents this deployment runs in the document, so clients (and schemathesis)
-    know which values are valid; they come from ``FENCE_AGENTS`` at start-up."""
+def _declare_agents(app: FastAPI, agents: list[str], webhook_prefixes: list[str]) -> None:
+    """Name the agents this deployment runs, and the webhooks it takes, in the document, so
+    clients (and schemathesis) know which values are valid; they come from ``FENCE_AGENTS``
+    and ``FENCE_WEBHOOK_ALLOW`` at start-up. A webhook is documented as an allowed prefix
+    and a plain path after it (a subset of what is accepted); none when none is allowed."""
     build = app.openapi
+    webhook_forms: list[dict[str, Any]] = [{"type": "null"}]
+    if webhook_prefixes:
+        starts = "|".join(re.escape(prefix) for prefix in webhook_prefixes)
+        webhook_forms.insert(0, {"type": "string", "pattern": f"^({starts})[A-Za-z0-9_~/-]*$"})
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             document = build()
-            agent = document["components"]["schemas"]["SubmitBody"]["properties"]["agent"]
-            agent["anyOf"] = [{"type": "string", "enum": agents}, {"type": "null"}]
+            properties = document["components"]["schemas"]["SubmitBody"]["properties"]
+            properties["agent"]["anyOf"] = [{"type": "string", "enum": agents}, {"type": "null"}]
+            properties["webhook"].pop("maxLength", None)
+            properties["webhook"]["anyOf"] = webhook_forms
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -15,7 +15,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from fence.messages import IDENTIFIER_PATTERN, IDENTIFIER_RULE, Message, ToolCall
 from fence.runs import EventType, RunRecord, RunState, Strategy
 from fence.runs.events import EVENT_ID
-from fence.runs.schema import MAX_METADATA_BYTES, MAX_METADATA_DEPTH, MAX_METADATA_KEY_CHARS
+from fence.runs.schema import (
+    MAX_METADATA_BYTES,
+    MAX_METADATA_DEPTH,
+    MAX_METADATA_KEY_CHARS,
+    WebhookState,
+)
+from fence.runs.webhooks import MAX_WEBHOOK_CHARS
 
 # JSON Schema patterns are searched, not full-matched, and ``$`` means end of text there.
 NAME_SCHEMA: dict[str, Any] = {
@@ -99,6 +105,13 @@ class SubmitBody(BaseModel):
         f"objects and arrays (itself included), keys of at most {MAX_METADATA_KEY_CHARS} "
         "characters; no NaN or infinity, no lone surrogates.",
     )
+    webhook: str | None = Field(
+        default=None,
+        description="An http(s) URL that must start with one of FENCE_WEBHOOK_ALLOW's "
+        f"prefixes (at most {MAX_WEBHOOK_CHARS} characters): when the run ends, workers POST "
+        "its outcome there, signed (see the runtime guide's Webhooks).",
+        json_schema_extra={"maxLength": MAX_WEBHOOK_CHARS},
+    )
 
 
 class SubmitResponse(BaseModel):
@@ -138,6 +151,12 @@ class RunView(BaseModel):
         description="What of the stored record could not be read (those fields show safe "
         "values); null when it is intact. A worker fails such a run."
     )
+    webhook: str | None = Field(description="Where the run's outcome is POSTed, if anywhere.")
+    webhook_state: WebhookState | None = Field(
+        description="pending, delivered or failed; null without a webhook."
+    )
+    webhook_attempts: int = Field(description="Delivery attempts made so far.")
+    webhook_error: str | None = Field(description="Why the last delivery attempt failed.")
 
     @classmethod
     def of(cls, record: RunRecord) -> RunView:

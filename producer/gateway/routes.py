@@ -104,6 +104,7 @@ def submit(
             idempotency_key=key if key is not None else idempotency_header,
             strategy=body.strategy,
             metadata=body.metadata,
+            webhook=body.webhook,
         )
     except IdempotencyConflict as conflict:
         raise GatewayError(

@@ -139,3 +139,19 @@ def test_corrupted_records_answer_every_read_and_cancel_and_do_not_block_the_ses
         assert record["error"].startswith("run record unreadable: "), name
     assert finished(client, after)["result"] == "answer to: runs after"
     assert client.get(f"/v1/sessions/{session}").json()["state"] == "idle"
+
+
+@pytest.mark.parametrize(
+    "webhook", ["ftp://hooks.example.com/x", "https://internal.example.net/hook", "x" * 3000]
+)
+def test_a_webhook_that_is_refused_is_422_naming_it_and_writes_nothing(
+    stack: Stack, client: httpx.Client, webhook: str
+):
+    before = stack.fence_state()
+    response = submit(client, "bad-webhook", "hi", webhook=webhook)
+
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert (error["code"], error["field"]) == ("invalid", "webhook")
+    assert webhook not in error["message"]  # a URL may carry a token: never echoed
+    assert stack.fence_state() == before
