@@ -8,6 +8,7 @@ most 2 per append; a window's requests follow the window, not the history).
 
     python bench/memory_growth.py                      # 10 .. 100,000 messages
     python bench/memory_growth.py --sizes 10 1000 --backends sqlite
+    python bench/memory_growth.py --smoke              # small sizes, in seconds
 
 ``dynamodb`` runs DynamoDBMemory over HTTP against moto in server mode on a
 free loopback port, on the seed's partition-key-only table. moto as shipped
@@ -15,12 +16,16 @@ deep-copies the whole table on every TransactWriteItems (O(table), which real
 DynamoDB is not), so the main table uses moto with item-level rollback (see
 tests/memory/aws_server.py) and a second table measures moto as shipped: that
 cost is the emulator's, and the request counts carry the claim.
+
+``agentcore`` compares AgentCoreMemory before issue 14 (commit 0b1d2f7) and
+after, on the same kind of local endpoint: payload entries and request bytes
+of one turn's event, then ``ListEvents`` calls and time per window load at
+``--turns`` turns (see bench/_agentcore.py).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import tempfile
@@ -59,22 +64,15 @@ def dynamodb() -> Iterator[MemoryFactory]:
     """The seed's table in moto server mode, with fake credentials."""
     from tests.memory import aws_server
 
-    saved = dict(os.environ)
-    os.environ.clear()
-    os.environ.update(aws_server.dummy_aws_environ(saved))
-    try:
-        with aws_server.moto_server() as url:
-            client = aws_server.client("dynamodb", url)
-            aws_server.create_seed_table(client, "agent-memory")
-            yield lambda session_id: DynamoDBMemory(  # a client each, to count its requests
-                table_name="agent-memory",
-                primary_key_name="session_id",
-                primary_key_value=session_id,
-                endpoint_url=url,
-            )
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+    with aws_server.dummy_aws_process_environ(), aws_server.moto_server() as url:
+        client = aws_server.client("dynamodb", url)
+        aws_server.create_seed_table(client, "agent-memory")
+        yield lambda session_id: DynamoDBMemory(  # a client each, to count its requests
+            table_name="agent-memory",
+            primary_key_name="session_id",
+            primary_key_value=session_id,
+            endpoint_url=url,
+        )
 
 
 BACKENDS: dict[str, Callable[[], AbstractContextManager[MemoryFactory]]] = {
@@ -192,36 +190,29 @@ def _requests(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[10, 1_000, 10_000, 100_000])
-    parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=list(BACKENDS))
-    parser.add_argument("--repeats", type=int, default=200)
-    args = parser.parse_args(argv)
-
-    print(
-        f"window = {WINDOW_TOKENS} tokens (msgs: messages in it); median of {args.repeats} ops each"
-    )
+def report_backends(names: list[str], sizes: list[int], repeats: int) -> None:
+    """The table of append and window latency by history size, for these backends."""
+    print(f"window = {WINDOW_TOKENS} tokens (msgs: messages in it); median of {repeats} ops each")
     header = f"{'backend':<10} {'messages':>9} {'append µs':>10} {'x base':>7} "
     header += f"{'window µs':>10} {'x base':>7} {'msgs':>5} {'req/append':>10} {'req/window':>10}"
     print(header)
     print("-" * len(header))
     worst: dict[str, float] = {}
     emulator: list[tuple[int, float, float]] = []
-    for name in args.backends:
+    for name in names:
         with BACKENDS[name]() as open_memory:
             memories = []
             stored = 0
-            for size in args.sizes:
+            for size in sizes:
                 memory = open_memory(f"bench-{size}-{uuid.uuid4().hex[:8]}")
                 fill(memory, size)
                 memories.append(memory)
                 if isinstance(memory, DynamoDBMemory):
                     stored += size + 1  # messages + head
                     emulator.append((stored, *emulator_transaction_ms(memory)))
-            results = measure(memories, args.repeats)
+            results = measure(memories, repeats)
             base = results[0]
-            for size, result in zip(args.sizes, results, strict=True):
+            for size, result in zip(sizes, results, strict=True):
                 ratios = (result.append_us / base.append_us, result.window_us / base.window_us)
                 worst[name] = max(worst.get(name, 0.0), *ratios)
                 print(
@@ -240,6 +231,32 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'table items':>12} {'moto as shipped ms':>19} {'item-level rollback ms':>23}")
         for items, shipped, patched in emulator:
             print(f"{items:>12,} {shipped:>19.1f} {patched:>23.1f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    names = [*BACKENDS, "agentcore"]
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10, 1_000, 10_000, 100_000])
+    parser.add_argument("--turns", type=int, nargs="+", default=[10, 1_000, 10_000])
+    parser.add_argument("--backends", nargs="+", default=names, choices=names)
+    parser.add_argument("--repeats", type=int, default=200)
+    parser.add_argument(
+        "--agentcore-repeats", type=int, default=5, help="window loads per AgentCore session"
+    )
+    parser.add_argument(
+        "--smoke", action="store_true", help="10 and 100 messages, 10 and 250 AgentCore turns"
+    )
+    args = parser.parse_args(argv)
+    if args.smoke:  # 250 turns: more than one ListEvents page of 100
+        args.sizes, args.turns, args.repeats, args.agentcore_repeats = [10, 100], [10, 250], 20, 3
+
+    generic = [name for name in args.backends if name in BACKENDS]
+    if generic:
+        report_backends(generic, args.sizes, args.repeats)
+    if "agentcore" in args.backends:
+        from bench import _agentcore
+
+        _agentcore.report(args.turns, WINDOW_TOKENS, args.agentcore_repeats)
     return 0
 
 

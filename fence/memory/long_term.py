@@ -9,7 +9,9 @@ the other backends do not, so for them the option is simply absent.
 ``Agent(..., long_term=LongTermRecall(source))`` searches ``source`` with the
 user's prompt before each turn and sends the records that fit
 ``max_tokens`` to the model with the system prompt. They are context for
-that turn only: never stored in the session.
+that turn only: never stored in the session. ``recall_from_settings(memory)``
+builds the option from ``FENCE_LONG_TERM_*``, as the runtime's built-in agents
+do.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from fence.settings import Settings, get_settings
 from fence.tokens import count_tokens
 
 log = logging.getLogger(__name__)
@@ -94,6 +97,30 @@ class LongTermRecall:
             )
             return []
         return _within(records[: self.top_k], self.max_tokens)
+
+
+def recall_from_settings(memory: object, settings: Settings | None = None) -> LongTermRecall | None:
+    """``FENCE_LONG_TERM_TOP_K``, ``_MAX_TOKENS`` and ``_STRICT`` as the option for an
+    agent on ``memory``: None while the top k is 0 (the default).
+
+    Raises ``ValueError`` naming the setting when it is on and ``memory`` has no
+    ``search``: only AgentCore memory has long-term records.
+    """
+    settings = settings or get_settings()
+    if not settings.long_term_top_k:
+        return None
+    if not isinstance(memory, LongTermMemory):
+        raise ValueError(
+            "FENCE_LONG_TERM_TOP_K: long-term memory needs a memory that can search it, "
+            f"such as agentcore://<memory-id>; {type(memory).__name__} cannot "
+            "(set FENCE_LONG_TERM_TOP_K=0 to turn it off)"
+        )
+    return LongTermRecall(
+        memory,
+        top_k=settings.long_term_top_k,
+        max_tokens=settings.long_term_max_tokens,
+        strict=settings.long_term_strict,
+    )
 
 
 def _within(records: Sequence[MemoryRecord], max_tokens: int) -> list[MemoryRecord]:

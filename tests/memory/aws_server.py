@@ -16,25 +16,17 @@ and restores those on failure: the same conditions, evaluated by moto's own
 code, and the same all-or-nothing outcome, at O(transaction) cost. Pass
 ``fast_transactions=False`` to measure moto as shipped.
 
-moto's AgentCore data plane has no ``RetrieveMemoryRecords`` (long-term
-memory is extracted by the service, with a model) and never throttles.
-``AGENTCORE_EXTRAS`` answers those two on the same port, in the service's
-wire format (rest-json, botocore parses the answers as it parses AWS's):
-records a test puts in with ``add_record`` are retrieved by a naive word
-overlap score, and ``throttle("CreateEvent", n)`` answers the next ``n``
-``CreateEvent`` requests with ``429 ThrottledException``. Everything else is
-moto's.
+moto's AgentCore data plane lacks what the service does beyond storing
+events (long-term retrieval, throttling, newest-first pages, metadata
+filters); ``AGENTCORE_EXTRAS`` (``tests/memory/agentcore_extras.py``) answers
+those requests on the same port, in the service's wire format.
 """
 
 from __future__ import annotations
 
-import io
-import json
 import logging
 import os
-import re
 import threading
-import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, nullcontext
 from typing import Any
@@ -47,6 +39,8 @@ from moto.moto_server.werkzeug_app import (
 )
 from moto.server import ThreadedMotoServer
 from werkzeug.serving import make_server
+
+from tests.memory.agentcore_extras import AGENTCORE_EXTRAS
 
 DUMMY_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -80,97 +74,24 @@ def dummy_aws_environ(environ: dict[str, str] | None = None) -> dict[str, str]:
     return {**base, **DUMMY_ENV}
 
 
+@contextmanager
+def dummy_aws_process_environ() -> Iterator[None]:
+    """This process's environment as ``dummy_aws_environ`` makes it, restored after
+    (for a benchmark that talks to the endpoint from this process)."""
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(dummy_aws_environ(saved))
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 class _KeepAliveHandler(MotoRequestHandler):
     """HTTP/1.1 keeps connections open: no TCP handshake per request."""
 
     protocol_version = "HTTP/1.1"
-
-
-WireResponse = tuple[int, dict[str, Any]]
-CREATE_EVENT_PATH = re.compile(r"^/memories/[^/]+/events$")
-RETRIEVE_PATH = re.compile(r"^/memories/([^/]+)/retrieve$")
-
-
-class AgentCoreExtras:
-    """What moto lacks of AgentCore, answered before moto sees the request (see the
-    module notes). One per process: tests reach it as ``AGENTCORE_EXTRAS``."""
-
-    def __init__(self) -> None:
-        self._records: dict[str, list[dict[str, Any]]] = {}
-        self._throttles: dict[str, int] = {}
-        self.retrievals: list[dict[str, Any]] = []
-        """The body of every ``RetrieveMemoryRecords`` request, for tests to inspect."""
-        self.denied_retrievals = 0
-        """Answer that many retrievals with AccessDeniedException (a role without the
-        permission)."""
-
-    def add_record(self, memory_id: str, namespace: str, text: str) -> None:
-        """A long-term record, as an extraction strategy would have left it."""
-        records = self._records.setdefault(memory_id, [])
-        records.append(
-            {
-                "memoryRecordId": f"mem-{len(records):040d}",
-                "content": {"text": text},
-                "memoryStrategyId": "fence_semantic-abcdefghij",
-                "namespaces": [namespace],
-                "createdAt": time.time(),
-            }
-        )
-
-    def throttle(self, operation: str, times: int) -> None:
-        """Answer the next ``times`` requests of ``operation`` with ThrottledException."""
-        self._throttles[operation] = times
-
-    def __call__(self, app: Any, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
-        answer = self._answer(environ)
-        if answer is None:
-            return app(environ, start_response)
-        status, body = answer
-        headers = [("Content-Type", "application/json")]
-        if status >= 400:
-            headers.append(("x-amzn-ErrorType", body["__type"]))
-        reason = {200: "OK", 403: "Forbidden", 429: "Too Many Requests"}[status]
-        start_response(f"{status} {reason}", headers)
-        return [json.dumps(body).encode()]
-
-    def _answer(self, environ: dict[str, Any]) -> WireResponse | None:
-        path, method = environ.get("PATH_INFO", ""), environ.get("REQUEST_METHOD")
-        if method != "POST":
-            return None
-        if CREATE_EVENT_PATH.match(path) and self._throttles.get("CreateEvent"):
-            self._throttles["CreateEvent"] -= 1
-            return 429, {"__type": "ThrottledException", "message": "Rate exceeded"}
-        retrieve = RETRIEVE_PATH.match(path)
-        if not retrieve:
-            return None
-        size = int(environ.get("CONTENT_LENGTH") or 0)
-        body = json.loads(environ["wsgi.input"].read(size) or b"{}")
-        environ["wsgi.input"] = io.BytesIO(b"")
-        self.retrievals.append(body)
-        if self.denied_retrievals:
-            self.denied_retrievals -= 1
-            return 403, {"__type": "AccessDeniedException", "message": "not authorized"}
-        return 200, {"memoryRecordSummaries": self._retrieve(retrieve.group(1), body)}
-
-    def _retrieve(self, memory_id: str, body: dict[str, Any]) -> list[dict[str, Any]]:
-        criteria = body["searchCriteria"]
-        words = set(re.findall(r"\w+", criteria["searchQuery"].lower()))
-        scored = []
-        for record in self._records.get(memory_id, []):
-            namespace = record["namespaces"][0]
-            if "namespace" in body and namespace != body["namespace"]:
-                continue
-            if "namespacePath" in body and not namespace.startswith(body["namespacePath"]):
-                continue
-            found = set(re.findall(r"\w+", record["content"]["text"].lower()))
-            score = len(words & found) / max(1, len(words))
-            if score:
-                scored.append({**record, "score": score})
-        scored.sort(key=lambda r: -r["score"])
-        return scored[: criteria.get("topK", 10)]
-
-
-AGENTCORE_EXTRAS = AgentCoreExtras()
 
 
 class MotoServer(ThreadedMotoServer):

@@ -125,14 +125,11 @@ def agentcore_memory_id(aws_endpoint: str) -> str:
 
 @pytest.fixture
 def agentcore_factory(aws_endpoint: str, agentcore_memory_id: str) -> MemoryFactory:
-    # moto truncates to maxResults instead of paging, so let the service choose
-    # the page size here; paging with maxResults is proved with Stubber.
     return lambda session_id: AgentCoreMemory(
         agent_id="agent_123",
         session_id=session_id,
         memory_id=agentcore_memory_id,
         endpoint_url=aws_endpoint,
-        page_size=None,
     )
 
 

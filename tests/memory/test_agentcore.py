@@ -1,11 +1,11 @@
 """AgentCoreMemory beyond the shared contract.
 
-moto's AgentCore data plane returns events oldest first, truncates at
-``maxResults`` instead of paging and ignores ``clientToken``. The real service
-pages with ``nextToken``, returns newest first and its millisecond timestamps
-tie. The ``Stubber`` tests below answer as the real service does, so the
-ordering, paging and seq-claiming rules are proved for it; the rest runs over
-HTTP against moto.
+The suite's endpoint lists events as the service does (newest first, in pages,
+filtered on metadata: ``tests/memory/agentcore_extras.py``), but moto ignores
+``clientToken`` and its event ids do not tie. The service's millisecond
+timestamps tie; the ``Stubber`` tests below answer with exact pages and ties, so
+the ordering, paging and seq-claiming rules are proved for them; the rest runs
+over HTTP against the endpoint.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from fence.errors import MemoryBackendError, StaleWriteError
 from fence.memory import AgentCoreMemory
 from fence.memory.agentcore import MAX_MESSAGES_PER_TURN, agentcore_session_id
 from fence.memory.agentcore.layout import CONVERSATIONAL_TEXT_MAX, turn_payload
+from fence.memory.agentcore.listing import NOT_TURNS
 from fence.messages import Message, Role, ToolCall
 from fence.settings import get_settings
 from tests.memory import aws_server
@@ -107,7 +108,9 @@ def without_payload(event: dict) -> dict:
     return {**event, "payload": []}
 
 
-def list_params(token: str | None = None, payloads: bool = True) -> dict[str, Any]:
+def list_params(
+    token: str | None = None, payloads: bool = True, only: list | None = None
+) -> dict[str, Any]:
     params = {
         "memoryId": MEMORY_ID,
         "actorId": ACTOR,
@@ -115,6 +118,8 @@ def list_params(token: str | None = None, payloads: bool = True) -> dict[str, An
         "includePayloads": payloads,
         "maxResults": 100,
     }
+    if only:
+        params["filter"] = {"eventMetadata": only}
     if token:
         params["nextToken"] = token
     return params
@@ -277,14 +282,17 @@ def test_a_seq_claimed_twice_is_kept_twice_in_one_order_for_every_reader(stubbed
 
 
 def test_the_newest_system_prompt_wins_whatever_the_page_order(stubbed):
+    """Read from Fence's events that are not turns, whatever the session's length."""
     memory, stubber = stubbed
     stubber.add_response(
         "list_events",
         {"events": [system_event("5#aa", "old", at=10)], "nextToken": "p2"},
-        list_params(),
+        list_params(only=NOT_TURNS),
     )
     stubber.add_response(
-        "list_events", {"events": [system_event("4#aa", "new", at=20)]}, list_params("p2")
+        "list_events",
+        {"events": [system_event("4#aa", "new", at=20)]},
+        list_params("p2", only=NOT_TURNS),
     )
 
     assert memory.get_system_message() == "new"

@@ -2,9 +2,8 @@
 
 Both talk HTTP to the suite's local endpoint (moto): the SDK's ``MemoryClient``
 builds its boto3 clients from the environment, so ``AWS_ENDPOINT_URL`` points
-it there. moto lists events oldest first and in one page; the ordering rules
-for the real service's newest-first pages are proved with Stubber in
-``test_agentcore.py``.
+it there. The endpoint lists events as the service does: newest first, in
+pages (``aws_server.AGENTCORE_EXTRAS``).
 """
 
 from __future__ import annotations
@@ -114,8 +113,8 @@ def test_a_mixed_session_reads_in_event_order_for_both(
         "three",
     ]
     assert [m.seq for m in memory.get_messages()] == [1, 2, None, None, 3, 4]
-    turns = sdk.get_last_k_turns(agentcore_memory_id, ACTOR, session_id, k=5)
-    assert [turn[0]["content"]["text"] for turn in turns] == ["fence 1", "sdk 2", "fence 3"]
+    turns = sdk.get_last_k_turns(agentcore_memory_id, ACTOR, session_id, k=5)  # newest first
+    assert [turn[0]["content"]["text"] for turn in turns] == ["fence 3", "sdk 2", "fence 1"]
 
 
 def test_an_sdk_event_with_an_older_timestamp_is_placed_by_it(

@@ -2,8 +2,8 @@
 it, and the strategies ``aws_setup agentcore`` creates.
 
 moto has no RetrieveMemoryRecords: the suite's endpoint answers it in the
-service's wire format from records a test puts in (``AGENTCORE_EXTRAS`` in
-``aws_server``), as an extraction strategy would have left them.
+service's wire format from records a test puts in (``AGENTCORE_EXTRAS``,
+``tests/memory/agentcore_extras.py``), as an extraction strategy would have left them.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from fence.memory.aws_setup import create_agentcore_memory
 from fence.memory.long_term import CONTEXT_HEADER
 from fence.models.local import ScriptedModel
 from tests.memory import aws_server
-from tests.memory.aws_server import AGENTCORE_EXTRAS
+from tests.memory.agentcore_extras import AGENTCORE_EXTRAS
 
 
 @pytest.fixture
@@ -35,7 +35,6 @@ def user_memory(aws_endpoint, agentcore_memory_id) -> AgentCoreMemory:
         session_id=f"s-{uuid.uuid4().hex[:8]}",
         memory_id=agentcore_memory_id,
         endpoint_url=aws_endpoint,
-        page_size=None,
     )
 
 

@@ -12,7 +12,7 @@ from fence.errors import MemoryBackendError
 from fence.memory import AgentCoreMemory
 from fence.memory.agentcore import observe_throttles, throttle_counts, throttling
 from tests.memory import aws_server
-from tests.memory.aws_server import AGENTCORE_EXTRAS
+from tests.memory.agentcore_extras import AGENTCORE_EXTRAS
 from tests.memory.test_agentcore import (
     ACTOR,
     MEMORY_ID,

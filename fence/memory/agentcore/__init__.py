@@ -51,11 +51,31 @@ Order, and events other tools wrote
     notice them; their tokens are counted when read. Blob and json entries of
     other writers are ignored. Fence never rewrites or deletes their events.
 
-Reads
-    Every read follows ``nextToken`` to the end: ceil(events / ``page_size``)
-    ``ListEvents`` calls (``maxResults``, 100 by default), one event per
-    turn, not per message, but proportional to the session. Prefer
-    ``DynamoDBMemory`` for very long sessions.
+Reads (``listing``, ``window``)
+    ``ListEvents`` lists newest first, in pages of ``page_size`` events
+    (``maxResults``, 100 by default). A window (``get_window``: the agent's
+    read, every turn) reads pages until the events read settle it: the newest
+    messages that fit, the first that does not, and then ``ORDER_SLACK_MS``
+    (1 s) of older events, so a millisecond tie or a writer whose clock is
+    behind by less than that cannot leave a message on a page not read; a
+    window that takes every message it read stops that far past the newest
+    ``clear``. Before it stops it lists Fence's events that are not turns
+    (prompts, clears, fence claims: ``filter.eventMetadata`` with
+    ``fence_kind`` EXISTS and ``fence_last`` NOT_EXISTS, which every version
+    of Fence wrote), and, if it read no turn of Fence's, the newest turns,
+    for ``last_seq``. A window therefore costs 1 ``ListEvents`` call in a
+    session of one page and 2 in a longer one (3 when the newest page holds
+    only other writers' events), however long the session, unless the window
+    itself spans more pages. What that relies on: a turn whose writer's clock
+    was more than the slack behind the writer of the turn before it may be
+    missing from a window (a read to the end has it), and a fenced turn is
+    hidden by a larger token's fenced turn before it only if the window read
+    that turn (claims are always listed; the runtime claims on every
+    takeover). ``get_system_message`` lists the non-turn events only;
+    ``get_messages()`` and ``get_window(None)`` read back to the newest clear
+    (with the slack), else to the end. Writes, ``has_turn`` and ``clear``
+    still list the whole session's metadata: ceil(events / ``page_size``)
+    calls each.
 
 Allocating seq (no conditional writes)
     A writer lists the session, takes ``last_seq + 1`` and creates its event,
@@ -83,8 +103,9 @@ Fencing (no conditional writes, so as close as the API allows)
     larger token. After writing, the verification read deletes our event
     (and raises ``FencedOutError``) if a larger token's claim or turn came
     before it in the service's event order; every reader, ``has_turn``
-    included, ignores such an event, so a turn fenced out this way is never
-    seen even before its writer deletes it (or if the writer died first).
+    included, ignores such an event (a window as Reads says), so a turn fenced
+    out this way is never seen even before its writer deletes it (or if the
+    writer died first).
     What remains: this relies on event ids ordering by time (``<epoch
     ms>#...``, the ms being the event's timestamp, which Fence sets when it
     creates the event; events of the same millisecond are ordered by the rest

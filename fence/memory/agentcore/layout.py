@@ -87,6 +87,16 @@ def turn_payload(messages: list[Message]) -> list[dict[str, Any]]:
     return payload
 
 
+def turn_metadata(first: int, last: int, turn_id: str | None, fence: int | None) -> dict[str, str]:
+    """The metadata of a turn's event: its seq range, turn id and fencing token."""
+    metadata = {"fence_kind": "turn", "fence_seq": str(first), "fence_last": str(last)}
+    if turn_id is not None:
+        metadata["fence_turn"] = turn_id
+    if fence is not None:
+        metadata["fence_token"] = str(fence)
+    return metadata
+
+
 def fence_blobs(payload: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The payload's blobs that Fence wrote (a dict with a ``fence`` key)."""
     return [

@@ -17,11 +17,18 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from fence.errors import FencedOutError, MemoryBackendError, StaleWriteError
 from fence.memory import _aws
-from fence.memory.agentcore.layout import MAX_MESSAGES_PER_TURN, event_order, turn_payload
+from fence.memory.agentcore.layout import (
+    MAX_MESSAGES_PER_TURN,
+    event_order,
+    turn_metadata,
+    turn_payload,
+)
+from fence.memory.agentcore.listing import NOT_TURNS, EventPages
 from fence.memory.agentcore.state import SessionState
 from fence.memory.agentcore.strategies import ACTOR_NAMESPACE_PATH, expand
 from fence.memory.agentcore.throttling import count_throttles, retry_throttled
-from fence.memory.base import BaseMemory, Window, take_window
+from fence.memory.agentcore.window import read_window
+from fence.memory.base import BaseMemory, Window
 from fence.memory.long_term import MemoryRecord
 from fence.messages import Message
 from fence.settings import get_settings
@@ -78,8 +85,8 @@ class AgentCoreMemory(BaseMemory):
         page_size: int | None = DEFAULT_PAGE_SIZE,
     ) -> None:
         """``page_size`` is ``maxResults`` per ``ListEvents`` (1-100); None lets the
-        service choose. Local emulators that truncate instead of paging (moto)
-        need None."""
+        service choose. moto as shipped cuts at ``maxResults`` instead of paging:
+        with it, use None."""
         super().__init__(session_id)
         if not isinstance(agent_id, str) or not agent_id:
             raise ValueError(f"agent_id: must be a non-empty string (got {clip(repr(agent_id))})")
@@ -124,6 +131,9 @@ class AgentCoreMemory(BaseMemory):
             boto3_session=boto3_session,
         )
         count_throttles(self._client)
+        self._events = EventPages(
+            lambda **params: self._call("list_events", **params), self._where(), page_size
+        )
 
     @property
     def client(self) -> BaseClient:
@@ -180,24 +190,10 @@ class AgentCoreMemory(BaseMemory):
     def _delete(self, event_id: str) -> None:
         self._call("delete_event", **self._where(), eventId=event_id)
 
-    def _events(self, payloads: bool) -> list[dict[str, Any]]:
-        """Every event of the session, following ``nextToken`` to the end."""
-        events: list[dict[str, Any]] = []
-        params: dict[str, Any] = {**self._where(), "includePayloads": payloads}
-        if self.page_size is not None:
-            params["maxResults"] = self.page_size
-        while True:
-            response = self._call("list_events", **params)
-            events.extend(response.get("events", []))
-            token = response.get("nextToken")
-            if not token:
-                return events
-            params["nextToken"] = token
-
     def _load(self, payloads: bool = True) -> SessionState:
         """Read the whole session. Without ``payloads`` only the metadata is read:
         enough for seqs, turn ids and the clear watermark, and a smaller response."""
-        return SessionState.of(self._events(payloads))
+        return SessionState.of(self._events.all(payloads=payloads))
 
     def _client_token(self, turn: str, index: int, seq: int, attempt: int) -> str:
         """Same claim, same token: the service stores a retried request once. The
@@ -234,15 +230,7 @@ class AgentCoreMemory(BaseMemory):
             if expected_last_seq is not None and expected_last_seq != last:
                 raise StaleWriteError.moved_on(self.session_id, expected_last_seq, last)
             first, claimed_last = last + 1, last + len(messages)
-            metadata = {
-                "fence_kind": "turn",
-                "fence_seq": str(first),
-                "fence_last": str(claimed_last),
-            }
-            if turn_id is not None:
-                metadata["fence_turn"] = turn_id
-            if fence is not None:
-                metadata["fence_token"] = str(fence)
+            metadata = turn_metadata(first, claimed_last, turn_id, fence)
             ours = self._create(payload, metadata, self._client_token(writer, 0, first, attempt))
             outcome = self._verify(ours, first, claimed_last, turn_id)
             if outcome == "kept":
@@ -314,20 +302,16 @@ class AgentCoreMemory(BaseMemory):
     # -- reads ----------------------------------------------------------------
 
     def _get_system(self) -> str | None:
-        return self._load().system
+        return SessionState.of(self._events.all(payloads=True, only=NOT_TURNS)).system
 
     def _has_turn(self, turn_id: str) -> bool:
         return any(t.turn_id == turn_id for t in self._load(payloads=False).live_turns)
 
     def _read_window(self, max_tokens: int | None, at_least_one: bool = False) -> Window:
-        state = self._load()
-        newest_first = (r.decode() for r in reversed(state.readable()))  # decodes what it keeps
-        return take_window(
-            newest_first, max_tokens, at_least_one, state.last_seq, system=state.system
-        )
+        return read_window(self._events, max_tokens, at_least_one)
 
     def _read_all(self) -> list[Message]:
-        return [r.decode() for r in self._load().readable()]
+        return read_window(self._events, None, False).messages
 
     # -- long-term memory -------------------------------------------------------
 

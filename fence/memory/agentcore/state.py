@@ -34,6 +34,11 @@ def event_key(event: dict[str, Any]) -> EventKey:
     return (event_time(event), event_order(event["eventId"]))
 
 
+def event_metadata(event: dict[str, Any]) -> dict[str, str]:
+    """The event's metadata as plain strings (``fence_kind`` names Fence's events)."""
+    return {k: v.get("stringValue", "") for k, v in (event.get("metadata") or {}).items()}
+
+
 @dataclass
 class TurnEvent:
     """A turn Fence wrote: its seq range, turn id, fencing token and messages."""
@@ -85,7 +90,7 @@ class SessionState:
         return state
 
     def _add(self, event: dict[str, Any]) -> None:
-        meta = {k: v.get("stringValue", "") for k, v in (event.get("metadata") or {}).items()}
+        meta = event_metadata(event)
         kind = meta.get("fence_kind")
         event_id = event["eventId"]
         payload = event.get("payload") or []
