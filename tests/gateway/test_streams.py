@@ -20,7 +20,7 @@ from .conftest import HEARTBEAT_S, Stack, launch_gateway
 from .sse import Frame, events, frames, stream_events
 from .test_api import finished, submit
 
-SESSIONS, TURNS = 5, 4
+SESSIONS, TURNS = 20, 5
 STREAM_TIMEOUT_S = 60
 
 
@@ -43,6 +43,27 @@ def check_run_stream(stream: list[Frame], run_id: str, session_id: str) -> None:
     assert kinds.count("run.finished") == 1 and "turn.started" in kinds
     if stream[-1].data["data"]["state"] == "succeeded":
         assert kinds.index("turn.committed") < kinds.index("run.finished")
+
+
+def answer_of(stream: list[Frame]) -> str:
+    """The text the last attempt generated: its text deltas, concatenated."""
+    last_start = max(i for i, frame in enumerate(stream) if frame.event == "turn.started")
+    texts = [f.data["data"]["text"] for f in stream[last_start:] if f.event == "text.delta"]
+    return "".join(texts)
+
+
+def open_streams(client: httpx.Client) -> float:
+    """The gateway's gauge of event streams it holds open now."""
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith("fence_gateway_open_streams"):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def wait_for_open_streams(client: httpx.Client, count: int) -> None:
+    deadline = time.monotonic() + STREAM_TIMEOUT_S
+    while open_streams(client) < count:
+        assert time.monotonic() < deadline, f"{open_streams(client)} of {count} streams open"
 
 
 def run_stream(stack: Stack, run_id: str) -> list[Frame]:
@@ -85,7 +106,7 @@ def test_concurrent_sessions_stream_every_run_in_order_exactly_once(stack: Stack
                 for run_id in ids
             }
             by_session = {s: pool.submit(session_stream, stack, s, TURNS) for s in sessions}
-            time.sleep(0.5)  # the first turns hold the worker: the streams wait, live
+            wait_for_open_streams(client, len(by_run) + len(by_session))  # live, waiting
             for n in range(SESSIONS):
                 stack.runtime.release(f"{key}-{n}")
             run_streams = {run_id: f.result(STREAM_TIMEOUT_S) for run_id, f in by_run.items()}
@@ -102,6 +123,8 @@ def test_concurrent_sessions_stream_every_run_in_order_exactly_once(stack: Stack
         for run_id in ids:
             check_run_stream(run_streams[run_id], run_id, session)
             assert run_streams[run_id][-1].data["data"]["state"] == "succeeded"
+            result = client.get(f"/v1/runs/{run_id}").json()["result"]
+            assert answer_of(run_streams[run_id]) == result, "the deltas make the answer"
             # the run's log is its slice of the session's: the same events, the same ids
             assert [f for f in whole if f.data["run_id"] == run_id] == run_streams[run_id]
         ended = [frame.data["run_id"] for frame in whole if frame.event == "run.finished"]

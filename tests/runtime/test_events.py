@@ -273,3 +273,27 @@ def test_a_stale_worker_cannot_log_text_after_another_took_its_run_over(runtime:
     assert texts == [MID_STREAM_HEAD, MID_STREAM_HEAD, answer.removeprefix(MID_STREAM_HEAD)]
     assert events[-1].type is EventType.FINISHED  # nothing logged after the end
     assert runtime.contents("stale-stream") == [f"key={key} block-mid-stream", answer]
+
+
+def test_a_worker_killed_mid_answer_shows_a_new_attempt_and_ends_once(runtime: Runtime):
+    runtime.start_worker()
+    runtime.start_worker()
+    runtime.start_beat()
+    key = new_key()
+    run = runtime.producer.submit("killed-mid-answer", f"key={key} block-mid-stream")
+    runtime.wait_entered(key)
+    assert next(e for e in run.events(timeout=30) if e and e.type is EventType.TEXT)
+
+    runtime.worker_of(run.id).kill()  # SIGKILL while its answer is half sent
+    events = list(run.events(timeout=60))
+
+    kinds = [e.type for e in events]
+    second = max(i for i, kind in enumerate(kinds) if kind is EventType.STARTED)
+    assert [e.data["delivery"] for e in events if e.type is EventType.STARTED] == [1, 2]
+    texts = [e.data["text"] for e in events[second:] if e.type is EventType.TEXT]
+    assert "".join(texts) == run.result(timeout=5)
+    assert kinds.count(EventType.FINISHED) == 1 and kinds[-1] is EventType.FINISHED
+    assert runtime.contents("killed-mid-answer") == [
+        f"key={key} block-mid-stream",
+        run.result(timeout=5),
+    ]
