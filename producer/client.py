@@ -15,6 +15,7 @@ from fence.runs import (
     RunStore,
     SessionInfo,
     Strategy,
+    Submission,
     load_registry,
 )
 from fence.settings import Settings, get_settings
@@ -166,6 +167,29 @@ class Producer:
         still accepted and recorded: its handle's ``result()`` raises
         ``RunRejected``.
         """
+        request = self.request(
+            session_id, message, agent, idempotency_key, strategy, metadata, webhook
+        )
+        submission = self.store.submit(request)
+        if submission.dispatch:
+            try:
+                self.store.publish(request.session_id, submission.run_id)
+            except Exception:  # accepted already: the sweeper publishes it later
+                log_lost_publish(request.session_id, submission.run_id)
+        return self.handle(submission, request.session_id)
+
+    def request(
+        self,
+        session_id: str,
+        message: str,
+        agent: str | None = None,
+        idempotency_key: str | None = None,
+        strategy: str | Strategy = Strategy.ENQUEUE,
+        metadata: dict[str, Any] | None = None,
+        webhook: str | None = None,
+    ) -> RunRequest:
+        """The request ``submit`` sends, checked (``InvalidInput`` naming the field), for
+        a caller that submits it itself (the gateway, on ``AsyncRunStore``)."""
         request = RunRequest(
             session_id=session_id,
             message=message,
@@ -176,19 +200,14 @@ class Producer:
             webhook=webhook,
         )
         self.check_agent(request.agent)
-        submission = self.store.submit(request)
-        if submission.dispatch:
-            try:
-                self.store.publish(request.session_id, submission.run_id)
-            except Exception:  # accepted already: the sweeper publishes it later
-                log.exception(
-                    "publishing an accepted run failed; the sweeper will re-dispatch it",
-                    extra={"session_id": request.session_id, "run_id": submission.run_id},
-                )
+        return request
+
+    def handle(self, submission: Submission, session_id: str) -> Run:
+        """A handle on the run a submit accepted."""
         return Run(
             self.store,
             submission.run_id,
-            request.session_id,
+            session_id,
             submission.state,
             position=submission.position,
             duplicate=submission.duplicate,
@@ -201,3 +220,11 @@ class Producer:
 
     def session(self, session_id: str) -> SessionInfo:
         return self.store.session(session_id)
+
+
+def log_lost_publish(session_id: str, run_id: str) -> None:
+    """A run accepted but not published: the sweeper publishes it after a stall period."""
+    log.exception(
+        "publishing an accepted run failed; the sweeper will re-dispatch it",
+        extra={"session_id": session_id, "run_id": run_id},
+    )

@@ -223,70 +223,20 @@ class RunStore:
         A request whose idempotency key was used before returns that run, or raises
         ``IdempotencyConflict`` if it differs from the request first sent with it. A
         webhook ``FENCE_WEBHOOK_ALLOW`` does not allow raises ``InvalidInput`` first.
+        (``AsyncRunStore.submit`` is the same, on ``redis.asyncio``.)
         """
-        if request.webhook is not None:
-            try:
-                check_allowed(request.webhook, self.settings.webhook_allow)
-            except ValueError as error:
-                raise InvalidInput.at("webhook", str(error)) from None
-        run_id = uuid.uuid4().hex
-        now = time.time()
-        sid = request.session_id
-        fields = RunRecord.new_hash(run_id, request, now)
-        flat = [item for pair in fields.items() for item in pair]
-        idem = request.idempotency_key
-
-        # One round trip, in this order: the index entries exist before the run can.
-        def queue(pipe: Pipeline) -> None:
-            pipe.set(keys.run_index(run_id), sid)
-            pipe.zadd(keys.ACTIVE_SESSIONS, {sid: now})
-            if request.webhook and request.strategy is Strategy.REJECT:  # SUBMIT may end it
-                _webhook_due(pipe, sid, run_id, now)
-            _evalsha(
-                pipe,
-                self._submit,
-                [
-                    keys.session(sid),
-                    keys.mailbox(sid),
-                    keys.run(sid, run_id),
-                    keys.idempotency(sid, idem or "-"),
-                    *keys.event_logs(sid, run_id),
-                ],
-                [
-                    run_id,
-                    request.strategy.value,
-                    "1" if idem else "0",
-                    self.settings.idempotency_ttl_s,
-                    repr(now),
-                    keys.run_prefix(sid),
-                    self.settings.run_ttl_s,
-                    self.settings.events_max,
-                    *flat,
-                ],
-            )
-
-        *_, (outcome, found_id, position) = self._pipeline(queue)
-        if outcome == Submitted.DUPLICATE:
-            self.redis.delete(keys.run_index(run_id))
-            record = self.get(found_id, sid)
-            differs = [
-                name
-                for name in ("message", "agent", "strategy", "metadata", "webhook")
-                if getattr(record, name) != getattr(request, name)
-            ]
-            if differs and not record.corrupt:
-                raise IdempotencyConflict(found_id, differs)
-            return Submission(found_id, record.state, None, dispatch=False, duplicate=True)
-        if outcome == Submitted.REJECTED:
-            self.redis.expire(keys.run_index(run_id), self.settings.run_ttl_s)
-            return Submission(run_id, RunState.REJECTED, None, dispatch=False, duplicate=False)
-        return Submission(
-            run_id,
-            RunState.QUEUED,
-            int(position),
-            dispatch=outcome == Submitted.DISPATCH,
-            duplicate=False,
-        )
+        call = SubmitCall(request, self.settings)
+        *_, reply = self._pipeline(lambda pipe: call.queue(pipe, self._submit.sha))
+        read = call.read(reply)
+        if isinstance(read, str):  # a duplicate: the earlier run
+            pipe = self.redis.pipeline(transaction=False)
+            call.forget_index(pipe)
+            pipe.hgetall(keys.run(call.session_id, read))
+            _, fields = pipe.execute()
+            return call.duplicate(read, fields)
+        if read.state is RunState.REJECTED:
+            call.keep_index(self.redis)
+        return read
 
     def session_of(self, run_id: str) -> str:
         session_id = self.redis.get(keys.run_index(run_id))
@@ -685,6 +635,84 @@ class RunStore:
                 elif outcome[0] == Swept.IDLE and now - score > stall:
                     self._call(self._forget_idle, [keys.ACTIVE_SESSIONS], [session_id, repr(score)])
         return stalled
+
+
+class SubmitCall:
+    """One submit's Redis round trip and what its reply means, whichever client runs it
+    (``RunStore`` on redis-py, ``AsyncRunStore`` on ``redis.asyncio``)."""
+
+    def __init__(self, request: RunRequest, settings: Settings) -> None:
+        if request.webhook is not None:
+            try:
+                check_allowed(request.webhook, settings.webhook_allow)
+            except ValueError as error:
+                raise InvalidInput.at("webhook", str(error)) from None
+        self.request = request
+        self.settings = settings
+        self.session_id = request.session_id
+        self.run_id = uuid.uuid4().hex
+        self.now = time.time()
+
+    def queue(self, pipe: Any, submit_sha: str) -> None:
+        """In this order, so the index entries exist before the run can."""
+        request, sid, run_id, now = self.request, self.session_id, self.run_id, self.now
+        idem = request.idempotency_key
+        fields = RunRecord.new_hash(run_id, request, now)
+        pipe.set(keys.run_index(run_id), sid)
+        pipe.zadd(keys.ACTIVE_SESSIONS, {sid: now})
+        if request.webhook and request.strategy is Strategy.REJECT:  # SUBMIT may end it
+            _webhook_due(pipe, sid, run_id, now)
+        pipe.evalsha(
+            submit_sha,
+            6,
+            keys.session(sid),
+            keys.mailbox(sid),
+            keys.run(sid, run_id),
+            keys.idempotency(sid, idem or "-"),
+            *keys.event_logs(sid, run_id),
+            run_id,
+            request.strategy.value,
+            "1" if idem else "0",
+            self.settings.idempotency_ttl_s,
+            repr(now),
+            keys.run_prefix(sid),
+            self.settings.run_ttl_s,
+            self.settings.events_max,
+            *(item for pair in fields.items() for item in pair),
+        )
+
+    def read(self, reply: list[Any]) -> Submission | str:
+        """``SUBMIT``'s reply: what was done, or the id of the earlier run of a duplicate
+        (then ``forget_index`` and ``duplicate`` with that run's hash)."""
+        outcome, found_id, position = reply
+        if outcome == Submitted.DUPLICATE:
+            return str(found_id)
+        if outcome == Submitted.REJECTED:
+            return Submission(self.run_id, RunState.REJECTED, None, dispatch=False, duplicate=False)
+        dispatch = outcome == Submitted.DISPATCH
+        return Submission(self.run_id, RunState.QUEUED, int(position), dispatch, duplicate=False)
+
+    def forget_index(self, client: Any) -> Any:
+        """A duplicate's own run id was never used."""
+        return client.delete(keys.run_index(self.run_id))
+
+    def keep_index(self, client: Any) -> Any:
+        """A rejected run is finished: its index entry expires with its record."""
+        return client.expire(keys.run_index(self.run_id), self.settings.run_ttl_s)
+
+    def duplicate(self, found_id: str, fields: dict[str, str]) -> Submission:
+        """The earlier run, unless it was asked with another request (a conflict)."""
+        if not fields:
+            raise RunNotFound(found_id)
+        record = RunRecord.from_hash(fields, run_id=found_id, session_id=self.session_id)
+        differs = [
+            name
+            for name in ("message", "agent", "strategy", "metadata", "webhook")
+            if getattr(record, name) != getattr(self.request, name)
+        ]
+        if differs and not record.corrupt:
+            raise IdempotencyConflict(found_id, differs)
+        return Submission(found_id, record.state, None, dispatch=False, duplicate=True)
 
 
 def _evalsha(

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Header, Path, Query, Response
 from fence.memory.sqlite import MissingDatabaseError
 from fence.runs import IdempotencyConflict, RunRecord, RunState, RunTimeout
 from fence.validation import InvalidInput
-from producer.client import Run
+from producer.client import Run, log_lost_publish
 from producer.gateway.errors import GatewayError, check_session, documented
 from producer.gateway.models import (
     NAME_SCHEMA,
@@ -72,7 +72,7 @@ router = APIRouter(prefix="/v1")
     responses=documented(409),
     summary="Submit a run to a session",
 )
-def submit_run(
+async def submit_run(
     session_id: SessionId,
     body: SubmitBody,
     response: Response,
@@ -80,24 +80,25 @@ def submit_run(
     idempotency_header: IdempotencyHeader = None,
 ) -> SubmitResponse:
     """Accepted means durable: the run is in Redis before this answers."""
-    run = submit(gateway, session_id, body, idempotency_header)
+    run = await submit(gateway, session_id, body, idempotency_header)
     response.headers["Location"] = f"/v1/runs/{run.id}"
     return SubmitResponse(
         run_id=run.id, session_id=run.session_id, state=run.state, position=run.position
     )
 
 
-def submit(
+async def submit(
     gateway: GatewayState, session_id: str, body: SubmitBody, idempotency_header: str | None
 ) -> Run:
-    """Submit through the producer, or raise the error the submit routes answer with
-    (422 invalid, 409 conflict or rejected): nothing is queued then. Blocks on Redis."""
+    """Submit as ``Producer.submit`` does, on the event loop (``AsyncRunStore``), or raise
+    the error the submit routes answer with (422 invalid, 409 conflict or rejected):
+    nothing is queued then."""
     key = body.idempotency_key
     if idempotency_header is not None and key is not None and idempotency_header != key:
         rule = "the Idempotency-Key header and the body's idempotency_key differ"
         raise GatewayError.invalid(InvalidInput.at("idempotency_key", rule))
     try:
-        run = gateway.producer.submit(
+        request = gateway.producer.request(
             session_id,
             body.message,
             agent=body.agent,
@@ -106,6 +107,7 @@ def submit(
             metadata=body.metadata,
             webhook=body.webhook,
         )
+        submission = await gateway.submits.submit(request)
     except IdempotencyConflict as conflict:
         raise GatewayError(
             409,
@@ -116,12 +118,20 @@ def submit(
         ) from None
     except InvalidInput as invalid:
         raise GatewayError.invalid(invalid) from None
-    if run.state is RunState.REJECTED:
-        error = run.status().error
+    if submission.dispatch:
+        try:
+            await gateway.submits.publish(session_id, submission.run_id)
+        except Exception:  # accepted already: the sweeper publishes it later
+            log_lost_publish(session_id, submission.run_id)
+    if submission.state is RunState.REJECTED:
+        error = (await gateway.submits.get(submission.run_id, session_id)).error
         raise GatewayError(
-            409, "rejected", error or "session is busy and strategy is reject", run_id=run.id
+            409,
+            "rejected",
+            error or "session is busy and strategy is reject",
+            run_id=submission.run_id,
         )
-    return run
+    return gateway.producer.handle(submission, session_id)
 
 
 @router.get(

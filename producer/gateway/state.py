@@ -17,6 +17,7 @@ from fastapi import Depends, Request
 from fence.memory.url import MemoryFactory, memory_factory
 from fence.runs import RunStore
 from fence.runs.async_events import AsyncRunEvents
+from fence.runs.async_store import AsyncRunStore
 from fence.runs.store import REDIS_TIMEOUT_S
 from fence.settings import Settings
 from producer.client import Producer
@@ -86,6 +87,8 @@ class GatewayState:
     """The event logs, read on the event loop (``redis.asyncio``): a stream waiting on
     Redis holds a socket, not a thread."""
     stream_slots: StreamSlots
+    submits: AsyncRunStore
+    """Submits on the event loop too, on the streams' pool (beside their connections)."""
 
     @classmethod
     def build(cls, settings: Settings, producer: Producer) -> GatewayState:
@@ -114,6 +117,7 @@ class GatewayState:
             read_history=memory_factory(settings.memory, missing_ok=False),
             events=AsyncRunEvents(redis.asyncio.Redis.from_pool(streams)),
             stream_slots=StreamSlots(settings.api_max_streams, metrics),
+            submits=AsyncRunStore(redis.asyncio.Redis.from_pool(streams), settings),
         )
 
     @property

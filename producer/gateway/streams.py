@@ -21,10 +21,8 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
-from functools import partial
 from typing import Annotated
 
-import anyio.to_thread
 import redis
 from fastapi import APIRouter, Header, Query, Response
 from sse_starlette import EventSourceResponse, ServerSentEvent
@@ -107,9 +105,7 @@ async def submit_and_stream(
     """The submit of ``POST .../runs`` (the same body, refusals and idempotency), answered
     with the run's stream from its run.accepted (a duplicate: the earlier run's)."""
     with gateway.stream_slots.reserved():  # no room to stream: refused, nothing queued
-        run = await anyio.to_thread.run_sync(
-            partial(submit, gateway, session_id, body, idempotency_header)
-        )
+        run = await submit(gateway, session_id, body, idempotency_header)
         events = await gateway.events.run(run.id, session_id=run.session_id)
     return event_stream(events, gateway, headers={"Location": f"/v1/runs/{run.id}"})
 
