@@ -1,20 +1,28 @@
 """A turn's events on their way to the run's log, without slowing the turn down.
 
 The agent hands each step's event (text as it is generated, tool calls and
-results) to ``TurnEvents.add``, which only queues it. One thread per turn sends
-what is queued in one ``EMIT`` as soon as the previous one returned: an event
-waits at most one round trip, and a fast model's deltas go in batches. Every
-``EMIT`` carries how many events this lease logged before it, so a batch sent
-again after a lost reply is logged once; a stale worker's ``EMIT`` is refused.
+results) to ``TurnEvents.add``. An event is sent at once, in the model's thread,
+unless one was sent less than ``INTERVAL_S`` ago: then it waits for the next
+send, at most ``INTERVAL_S`` (one thread per worker process sends what waited, if no
+event or flush came first). So a model that streams slowly has each delta logged within a
+round trip, and one that streams fast has its deltas logged in batches, one
+``EMIT`` per interval, with no thread of its own. Every ``EMIT`` carries how many
+events this lease logged before it, so a batch sent again after a lost reply is
+logged once; a stale worker's ``EMIT`` is refused.
 
-``flush()`` waits until everything queued is logged (before the answer is saved,
-so a run's text comes before its ``turn.committed``) and raises what sending met:
-``LeaseLost``, or Redis unreachable past the lease's life.
+``flush()`` logs what waits (before the answer is saved, so a run's text comes
+before its ``turn.committed``). Sending raises what it meets, ``LeaseLost`` or
+Redis unreachable past the lease's life, from ``add``/``put``/``flush``, so the
+turn stops.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
+import math
 import threading
+import time
 from typing import Any
 
 from fence.agents import StepEvent, TextEvent, ToolCallEvent, ToolResultEvent
@@ -43,7 +51,10 @@ def entry(event: StepEvent) -> Entry:
 
 
 class TurnEvents:
-    """Queues a turn's events and logs them under its lease, in order, each once."""
+    """Logs a turn's events under its lease, in order, each once, in batches."""
+
+    INTERVAL_S = 0.002
+    """The longest an event waits to be sent, and the shortest time between two sends."""
 
     def __init__(self, store: RunStore, lease: Lease, calls: BackendCalls) -> None:
         self._store = store
@@ -52,58 +63,94 @@ class TurnEvents:
         self._queued: list[Entry] = []
         self._logged = 0
         """Events this lease logged (the next batch's ``first``)."""
+        self._sent_at = -math.inf
         self._error: BaseException | None = None
         self._closed = False
-        self._changed = threading.Condition()
-        self._sender: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._late = False
+        """A late send is scheduled (``LATE_SENDS``)."""
 
     def add(self, event: StepEvent) -> None:
         self.put(*entry(event))
 
     def put(self, kind: EventType, data: dict[str, Any]) -> None:
-        """Queue one event; raises what sending met, so a lost lease stops the turn."""
-        with self._changed:
-            if self._error is not None:
-                raise self._error
+        """Queue one event, and send what is queued unless a send was just made."""
+        with self._lock:
+            self._raise_failure()
             self._queued.append((kind, data))
-            if self._sender is None:  # one thread per turn, only for a turn that logs
-                self._sender = threading.Thread(target=self._send, daemon=True)
-                self._sender.start()
-            self._changed.notify_all()
+            if time.monotonic() - self._sent_at >= self.INTERVAL_S:
+                self._send()
+            elif not self._late:
+                self._late = True
+                LATE_SENDS.schedule(self, self._sent_at + self.INTERVAL_S)
 
     def flush(self) -> None:
-        """Wait until everything queued is logged; raise what sending met."""
-        with self._changed:
-            self._changed.wait_for(lambda: not self._queued or self._error is not None)
-            if self._error is not None:
-                raise self._error
+        """Send what is queued now."""
+        with self._lock:
+            self._raise_failure()
+            if self._queued:
+                self._send()
 
     def close(self) -> None:
-        """Stop the sender; what is still queued is dropped (the turn is over)."""
-        with self._changed:
+        """The turn is over: what is still queued is dropped."""
+        with self._lock:
             self._closed = True
-            self._changed.notify_all()
-        if self._sender is not None:
-            self._sender.join()
+
+    def send_late(self) -> None:
+        """``LATE_SENDS``: send what waited its interval (nothing if a send came first)."""
+        with self._lock:
+            self._late = False
+            if self._queued and not self._closed and self._error is None:
+                try:
+                    self._send()
+                except BaseException as error:  # raised from the turn's next put or flush
+                    self._error = error
+
+    def _raise_failure(self) -> None:
+        if self._error is not None:
+            raise self._error
 
     def _send(self) -> None:
+        """Log what is queued (the lock is held)."""
+        batch, first = list(self._queued), self._logged
+        self._calls.redis("emit", lambda: self._store.emit(self._lease, batch, first=first))
+        del self._queued[: len(batch)]
+        self._logged += len(batch)
+        self._sent_at = time.monotonic()
+
+
+class LateSends:
+    """One thread per process that sends what turns left waiting past their interval:
+    a fast-streaming turn starts no thread of its own, and an idle worker runs none."""
+
+    def __init__(self) -> None:
+        self._due: list[tuple[float, int, TurnEvents]] = []
+        self._order = itertools.count()
+        self._changed = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def schedule(self, events: TurnEvents, at: float) -> None:
+        """Call ``events.send_late()`` at ``at`` (``time.monotonic()``)."""
+        with self._changed:
+            if self._thread is None:  # started in the process that runs turns (after fork)
+                self._thread = threading.Thread(target=self._run, daemon=True)
+                self._thread.start()
+            heapq.heappush(self._due, (at, next(self._order), events))
+            if self._due[0][2] is events:
+                self._changed.notify()
+
+    def _run(self) -> None:
         while True:
             with self._changed:
-                self._changed.wait_for(lambda: self._queued or self._closed)
-                if self._closed:
-                    return
-                batch, first = list(self._queued), self._logged
-            try:
-                self._log(batch, first)
-            except BaseException as error:  # LeaseLost, or Redis down past the lease
-                with self._changed:
-                    self._error = error
-                    self._changed.notify_all()
-                return
-            with self._changed:
-                del self._queued[: len(batch)]
-                self._logged += len(batch)
-                self._changed.notify_all()
+                while not self._due:
+                    self._changed.wait()
+                at, _, events = self._due[0]
+                wait = at - time.monotonic()
+                if wait > 0:
+                    self._changed.wait(wait)
+                    continue
+                heapq.heappop(self._due)
+            events.send_late()
 
-    def _log(self, batch: list[Entry], first: int) -> None:
-        self._calls.redis("emit", lambda: self._store.emit(self._lease, batch, first=first))
+
+LATE_SENDS = LateSends()
