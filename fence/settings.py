@@ -82,6 +82,12 @@ class Settings(BaseSettings):
         description="Workers log each turn's text as it is generated, and its tool calls "
         "and results, in the run's event log.",
     )
+    stream_coalesce_ms: float = Field(
+        default=2.0,
+        ge=0,
+        description="Text a worker's model generates within this window is logged as one "
+        "text.delta, in one Redis call: the longest a piece of text waits to be logged.",
+    )
     events_max: int = Field(
         default=10_000,
         ge=100,

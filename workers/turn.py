@@ -105,7 +105,7 @@ class TurnExecutor:
         started = time.monotonic()
         with self.leases.hold(lease) as lost:
             calls = calls.holding(lease, lost)
-            events = TurnEvents(self.store, lease, calls)
+            events = TurnEvents(self.store, lease, calls, self.settings.stream_coalesce_ms / 1000)
             try:
                 outcome = self._run(lease, lost, calls, events)
                 events.flush()  # a failed attempt's text too, before the terminal event

@@ -2,11 +2,12 @@
 
 The agent hands each step's event (text as it is generated, tool calls and
 results) to ``TurnEvents.add``. An event is sent at once, in the model's thread,
-unless one was sent less than ``INTERVAL_S`` ago: then it waits for the next
-send, at most ``INTERVAL_S`` (one thread per worker process sends what waited, if no
-event or flush came first). So a model that streams slowly has each delta logged within a
-round trip, and one that streams fast has its deltas logged in batches, one
-``EMIT`` per interval, with no thread of its own. Every ``EMIT`` carries how many
+unless one was sent less than ``FENCE_STREAM_COALESCE_MS`` ago: then it waits for
+the next send, at most that long (one thread per worker process sends what
+waited, if no event or flush came first), and text deltas that wait together
+become one ``text.delta``. So a model that streams slowly has each delta logged
+within a round trip, and one that streams fast costs one ``EMIT``, and one event,
+per window, not one per token, with no thread of its own. Every ``EMIT`` carries how many
 events this lease logged before it, so a batch sent again after a lost reply is
 logged once; a stale worker's ``EMIT`` is refused.
 
@@ -53,13 +54,12 @@ def entry(event: StepEvent) -> Entry:
 class TurnEvents:
     """Logs a turn's events under its lease, in order, each once, in batches."""
 
-    INTERVAL_S = 0.002
-    """The longest an event waits to be sent, and the shortest time between two sends."""
-
-    def __init__(self, store: RunStore, lease: Lease, calls: BackendCalls) -> None:
+    def __init__(self, store: RunStore, lease: Lease, calls: BackendCalls, window_s: float) -> None:
         self._store = store
         self._lease = lease
         self._calls = calls
+        self._window_s = window_s
+        """The longest an event waits to be sent, and the shortest time between sends."""
         self._queued: list[Entry] = []
         self._logged = 0
         """Events this lease logged (the next batch's ``first``)."""
@@ -77,12 +77,21 @@ class TurnEvents:
         """Queue one event, and send what is queued unless a send was just made."""
         with self._lock:
             self._raise_failure()
-            self._queued.append((kind, data))
-            if time.monotonic() - self._sent_at >= self.INTERVAL_S:
+            self._queue(kind, data)
+            if time.monotonic() - self._sent_at >= self._window_s:
                 self._send()
             elif not self._late:
                 self._late = True
-                LATE_SENDS.schedule(self, self._sent_at + self.INTERVAL_S)
+                LATE_SENDS.schedule(self, self._sent_at + self._window_s)
+
+    def _queue(self, kind: EventType, data: dict[str, Any]) -> None:
+        """Queue one event; text that follows text of the same step joins it."""
+        if kind is EventType.TEXT and self._queued:
+            last_kind, last = self._queued[-1]
+            if last_kind is EventType.TEXT and last["step"] == data["step"]:
+                self._queued[-1] = (kind, {**last, "text": last["text"] + data["text"]})
+                return
+        self._queued.append((kind, data))
 
     def flush(self) -> None:
         """Send what is queued now."""

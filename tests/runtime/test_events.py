@@ -7,9 +7,12 @@ import threading
 
 import pytest
 
+from fence.agents import TextEvent
 from fence.runs import LeaseLost, RunState, RunStore, keys
 from fence.runs.events import EventType
 from fence.validation import InvalidInput
+from workers.backends import BackendCalls
+from workers.turn_events import TurnEvents
 
 from .agents import MID_STREAM_HEAD
 from .conftest import Runtime, empty_store, new_key, request
@@ -297,3 +300,28 @@ def test_a_worker_killed_mid_answer_shows_a_new_attempt_and_ends_once(runtime: R
         f"key={key} block-mid-stream",
         run.result(timeout=5),
     ]
+
+
+@pytest.mark.parametrize(
+    ("window_s", "logged"),
+    [(60.0, ["The ", "quick brown fox"]), (0.0, ["The ", "quick ", "brown ", "fox"])],
+)
+def test_text_generated_within_the_window_is_logged_as_one_delta(
+    store: RunStore, window_s: float, logged: list[str]
+):
+    run_id = store.submit(request()).run_id
+    lease = store.acquire("s1", run_id, "w1")
+    calls = BackendCalls("s1", run_id, store.settings).holding(lease, threading.Event())
+    events = TurnEvents(store, lease, calls, window_s)
+
+    for word in ("The ", "quick ", "brown ", "fox"):  # far faster than the window
+        events.add(TextEvent(word, 1))
+    events.flush()
+    events.close()
+
+    texts = [
+        e.data["text"]
+        for e in store.event_log.read("s1", run_id, "0-0")
+        if e.type is EventType.TEXT
+    ]
+    assert texts == logged
