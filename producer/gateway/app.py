@@ -8,8 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import Depends, FastAPI
-from fastapi.security import HTTPBearer
+from fastapi import FastAPI
 
 from fence.settings import Settings, get_settings
 from producer.client import Producer
@@ -19,6 +18,8 @@ from producer.gateway.guard import Guard
 from producer.gateway.state import GatewayState
 
 log = logging.getLogger("fence.gateway")
+BEARER = "HTTPBearer"
+"""The security scheme's name in the document."""
 
 DESCRIPTION = (
     "Enqueue agent runs keyed by session and follow them. Errors always have "
@@ -49,11 +50,9 @@ def create_app(
         )
     app = FastAPI(title="Fence gateway", version="1", description=DESCRIPTION, lifespan=_lifespan)
     app.state.gateway = GatewayState.build(settings, producer)
-    bearer = HTTPBearer(auto_error=False, description="A token from FENCE_API_TOKENS.")
     for api in (routes.router, streams.router):
         app.include_router(
             api,
-            dependencies=[Depends(bearer)] if require_auth else [],
             responses=documented(400, 401, 413, 422, 503)
             if require_auth
             else documented(400, 413, 422, 503),
@@ -75,7 +74,7 @@ def create_app(
         routes=declared,
     )
     install_error_handlers(app, declared)
-    _declare_agents(app, sorted(producer.agents), settings.webhook_allow)
+    _document(app, sorted(producer.agents), settings.webhook_allow, require_auth)
     return app
 
 
@@ -85,11 +84,17 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     await app.state.gateway.aclose()
 
 
-def _declare_agents(app: FastAPI, agents: list[str], webhook_prefixes: list[str]) -> None:
+def _document(
+    app: FastAPI, agents: list[str], webhook_prefixes: list[str], require_auth: bool
+) -> None:
     """Name the agents this deployment runs, and the webhooks it takes, in the document, so
     clients (and schemathesis) know which values are valid; they come from ``FENCE_AGENTS``
     and ``FENCE_WEBHOOK_ALLOW`` at start-up. A webhook is documented as an allowed prefix
-    and a plain path after it (a subset of what is accepted); none when none is allowed."""
+    and a plain path after it (a subset of what is accepted); none when none is allowed.
+
+    With auth on, every ``/v1`` operation is documented as needing the bearer token. The
+    ``Guard`` checks it; a FastAPI security dependency would only repeat that check on
+    every request."""
     build = app.openapi
     webhook_forms: list[dict[str, Any]] = [{"type": "null"}]
     if webhook_prefixes:
@@ -103,6 +108,22 @@ def _declare_agents(app: FastAPI, agents: list[str], webhook_prefixes: list[str]
             properties["agent"]["anyOf"] = [{"type": "string", "enum": agents}, {"type": "null"}]
             properties["webhook"].pop("maxLength", None)
             properties["webhook"]["anyOf"] = webhook_forms
+            if require_auth:
+                _require_bearer(document)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _require_bearer(document: dict[str, Any]) -> None:
+    document["components"]["securitySchemes"] = {
+        BEARER: {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "A token from FENCE_API_TOKENS.",
+        }
+    }
+    for path, operations in document["paths"].items():
+        if path.startswith(routes.router.prefix):
+            for operation in operations.values():
+                operation["security"] = [{BEARER: []}]
