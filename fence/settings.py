@@ -88,6 +88,12 @@ class Settings(BaseSettings):
         description="Text a worker's model generates within this window is logged as one "
         "text.delta, in one Redis call: the longest a piece of text waits to be logged.",
     )
+    journal_max_bytes: int = Field(
+        default=4 * 1024 * 1024,
+        ge=1024,
+        description="Largest step journal of one run (its model replies and tool results); "
+        "a turn that needs more fails with an error saying so.",
+    )
     events_max: int = Field(
         default=10_000,
         ge=100,

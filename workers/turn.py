@@ -21,6 +21,7 @@ from fence.errors import FencedOutError, StaleWriteError
 from fence.memory.base import BaseMemory
 from fence.runs import AgentFactory, Lease, LeaseLost, Registry, RunState, RunStore
 from fence.runs.events import EventType
+from fence.runs.journal import JournalFull, RunJournal
 from fence.runs.scripts import Saved
 from fence.settings import Settings
 from workers.backends import MEMORY_ERRORS, BackendCalls, BackendDown
@@ -204,6 +205,8 @@ class TurnExecutor:
                 )
             except (LeaseLost, Deferred):
                 raise
+            except JournalFull as error:  # the same step would not fit on a retry either
+                return Outcome(RunState.FAILED, error=str(error), attempts=attempt)
             except SoftTimeLimitExceeded:
                 limit = self.settings.turn_timeout_s
                 return Outcome(
@@ -263,7 +266,8 @@ class TurnExecutor:
     def _attempt(
         self, lease: Lease, agent: Agent, checkpoint: Checkpoint, events: TurnEvents, attempt: int
     ) -> Outcome:
-        """One try: the agent loop, then the answer saved, then one fenced commit.
+        """One try: the agent loop (resuming from the run's journal), then the answer
+        saved, then one fenced commit.
 
         Saving and committing are retried in place, never by running the model
         again: the commit is idempotent (keyed by the run id). If memory stays
@@ -273,7 +277,12 @@ class TurnExecutor:
         calls = checkpoint.calls
         on_event = events.add if self.settings.stream_events else None
         prepared = agent.prepare_turn(
-            lease.record.message, checkpoint=checkpoint, on_event=on_event
+            lease.record.message,
+            checkpoint=checkpoint,
+            on_event=on_event,
+            journal=RunJournal(self.store, lease, calls.redis),
+            turn_id=lease.run_id,
+            attempt=lease.record.attempts + attempt,
         )
         events.flush()  # the answer's text is logged before the answer is saved
         if checkpoint.lost.is_set():

@@ -9,10 +9,14 @@ from fence.agents.events import (
     ToolResultEvent,
     TurnEvent,
 )
+from fence.agents.journal import ApprovalRequired, InMemoryJournal, Journal
 
 __all__ = [
     "Agent",
     "AgentEvent",
+    "ApprovalRequired",
+    "InMemoryJournal",
+    "Journal",
     "MaxIterationsError",
     "PreparedTurn",
     "StepEvent",

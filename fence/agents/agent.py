@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable, Generator, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from fence.agents.events import (
@@ -16,15 +16,24 @@ from fence.agents.events import (
     ToolResultEvent,
     TurnEvent,
 )
+from fence.agents.journal import (
+    ApprovalRequired,
+    Decision,
+    Journal,
+    Replay,
+    ToolResult,
+    reply_entry,
+    result_entry,
+)
 from fence.agents.window import history_from_window
 from fence.errors import FenceError
 from fence.memory.base import BaseMemory
 from fence.memory.fleeting import FleetingMemory
 from fence.memory.long_term import LongTermRecall, MemoryRecord, with_recalled
-from fence.messages import Message, Role
+from fence.messages import Message, Role, ToolCall
 from fence.models.base import Model, ModelResponse, ToolSpec
 from fence.models.streaming import TextDelta
-from fence.tools import Tool, ToolOutcome, as_tool
+from fence.tools import Tool, ToolContext, as_tool
 from fence.validation import clip
 
 log = logging.getLogger(__name__)
@@ -154,26 +163,34 @@ class Agent:
         turn_id: str | None = None,
         fenced: bool = False,
         checkpoint: Callable[[], None] | None = None,
+        journal: Journal | None = None,
     ) -> TurnResult:
         """Run one turn and commit its messages atomically under ``turn_id``.
 
         ``checkpoint`` is called before every model and tool step and before
         the commit; raising from it abandons the turn with nothing written.
         With ``fenced`` the commit succeeds only if the history did not move
-        since the window was read (``StaleWriteError`` otherwise).
+        since the window was read (``StaleWriteError`` otherwise). With a
+        ``journal``, running the same turn (same ``turn_id``) again after a crash
+        or an ``ApprovalRequired`` repeats none of the steps it recorded.
         """
-        prepared = self.prepare_turn(prompt, checkpoint=checkpoint)
+        turn_id = turn_id or uuid.uuid4().hex
+        prepared = self.prepare_turn(
+            prompt, checkpoint=checkpoint, journal=journal, turn_id=turn_id
+        )
         if checkpoint:
             checkpoint()
-        return self._commit(turn_id or uuid.uuid4().hex, prepared, fenced=fenced)
+        return self._commit(turn_id, prepared, fenced=fenced)
 
     def stream(self, prompt: str, *, turn_id: str | None = None) -> Iterator[AgentEvent]:
         """Run one turn as ``run_turn`` does, yielding what happens as it happens: the
         model's text as it is generated, each tool call and result, and, once the turn
         is committed, a ``TurnEvent`` with the ``TurnResult``. Nothing is written
         unless the turn finishes; stopping early writes nothing."""
-        prepared = yield from self._steps(prompt, lambda: None, streamed=True)
-        yield TurnEvent(self._commit(turn_id or uuid.uuid4().hex, prepared, fenced=False))
+        turn_id = turn_id or uuid.uuid4().hex
+        context = ToolContext("", turn_id, self.memory.session_id, 1)
+        prepared = yield from self._steps(prompt, lambda: None, streamed=True, context=context)
+        yield TurnEvent(self._commit(turn_id, prepared, fenced=False))
 
     def _commit(self, turn_id: str, prepared: PreparedTurn, *, fenced: bool) -> TurnResult:
         committed = self.memory.commit_turn(
@@ -197,15 +214,30 @@ class Agent:
         *,
         checkpoint: Callable[[], None] | None = None,
         on_event: Callable[[StepEvent], None] | None = None,
+        journal: Journal | None = None,
+        turn_id: str | None = None,
+        attempt: int = 1,
     ) -> PreparedTurn:
-        """Run the model and tool loop for one turn without writing anything.
+        """Run the model and tool loop for one turn without writing to memory.
 
         The runtime uses this to save the answer before committing, so a
         redelivered turn whose commit already happened need not call the
         model again. With ``on_event``, the model streams and each step's events
-        are handed to it as they happen.
+        are handed to it as they happen. With a ``journal``, steps it holds are
+        replayed (their events handed on again) instead of run, and each new step
+        is recorded in it as soon as it finishes (``fence.agents.journal``); a tool
+        that needs approval without a decision there raises ``ApprovalRequired``.
+        Tools taking a ``ToolContext`` get keys made from ``turn_id``, stable across
+        runs of the same turn, and ``attempt``.
         """
-        steps = self._steps(prompt, checkpoint or (lambda: None), streamed=on_event is not None)
+        context = ToolContext("", turn_id or uuid.uuid4().hex, self.memory.session_id, attempt)
+        steps = self._steps(
+            prompt,
+            checkpoint or (lambda: None),
+            streamed=on_event is not None,
+            journal=journal,
+            context=context,
+        )
         while True:
             try:
                 event = next(steps)
@@ -215,7 +247,13 @@ class Agent:
                 on_event(event)
 
     def _steps(
-        self, prompt: str, check: Callable[[], None], *, streamed: bool
+        self,
+        prompt: str,
+        check: Callable[[], None],
+        *,
+        streamed: bool,
+        context: ToolContext,
+        journal: Journal | None = None,
     ) -> Generator[StepEvent, None, PreparedTurn]:
         """The model and tool loop: yields what happens, returns the prepared turn."""
         if not isinstance(prompt, str) or not prompt.strip():
@@ -231,30 +269,54 @@ class Agent:
         recalled = self._recall(prompt)
         system = with_recalled(self.role or window.system, recalled)
         specs = [tool.spec for tool in self.tools.values()]
+        done = Replay(journal.entries()) if journal is not None else Replay()
         for step in range(1, self.max_iterations + 1):
             check()
-            if streamed:
-                response = yield from self._streamed_reply(history + turn, system, specs, step)
+            response = done.replies.get(step)
+            if response is not None:  # journaled: not asked again; its text is told again
+                if streamed and response.content:
+                    yield TextEvent(response.content, step)
             else:
-                response = self.model.invoke(history + turn, system=system, tools=specs)
+                if streamed:
+                    response = yield from self._streamed_reply(history + turn, system, specs, step)
+                else:
+                    response = self.model.invoke(history + turn, system=system, tools=specs)
+                if journal is not None:
+                    journal.record(reply_entry(step, response))
+            calls = [
+                _as_decided(call, done.decisions.get((step, index)))
+                for index, call in enumerate(response.tool_calls)
+            ]
             turn.append(
                 Message(
                     role=Role.ASSISTANT,
                     content=response.content,
-                    tool_calls=response.tool_calls,
+                    tool_calls=calls,
                     meta={"agent": self.identifier, "model": self.model.model_id},
                 )
             )
-            if not response.tool_calls:
+            if not calls:
                 return PreparedTurn(turn, response.content, window.last_seq, recalled)
             if step == self.max_iterations:
                 break  # no model call left to read the results: don't run the tools
-            for call in response.tool_calls:
+            for index, call in enumerate(calls):
                 check()
                 yield ToolCallEvent(call.id, call.name, call.arguments, step)
-                result, failed = self._run_tool(call.id, call.name, call.arguments)
-                yield ToolResultEvent(call.id, call.name, result.content, failed, step)
-                turn.append(result)
+                result = done.results.get((step, index))
+                if result is None:
+                    decision = done.decisions.get((step, index))
+                    key = f"{context.run_id}:{step}:{index}"
+                    result = self._run_tool(
+                        step, index, call, decision, replace(context, idempotency_key=key)
+                    )
+                    if journal is not None:
+                        journal.record(result_entry(step, index, result.content, result.failed))
+                yield ToolResultEvent(call.id, call.name, result.content, result.failed, step)
+                turn.append(
+                    Message(
+                        role=Role.TOOL, content=result.content, tool_call_id=call.id, name=call.name
+                    )
+                )
         raise MaxIterationsError(
             f"agent {self.identifier!r}: still calling tools after "
             f"max_iterations={self.max_iterations}; the turn was not committed"
@@ -276,23 +338,26 @@ class Agent:
                 yield TextEvent(item.text, step)
         raise AssertionError("Model.stream ended without a response")
 
-    def _run_tool(self, call_id: str, name: str, arguments: dict[str, Any]) -> tuple[Message, bool]:
-        """The tool's result message, and whether the tool failed."""
-        tool = self.tools.get(name)
-        outcome = (
-            tool.run(arguments)
-            if tool
-            else ToolOutcome(
-                f"error: no tool named {name!r}; available: {sorted(self.tools)}", failed=True
-            )
-        )
-        message = Message(
-            role=Role.TOOL,
-            content=outcome.text or "(empty result)",
-            tool_call_id=call_id,
-            name=name,
-        )
-        return message, outcome.failed
+    def _run_tool(
+        self,
+        step: int,
+        index: int,
+        call: ToolCall,
+        decision: Decision | None,
+        context: ToolContext,
+    ) -> ToolResult:
+        """Call ``index`` of ``step`` run (or denied), as the model reads its result."""
+        tool = self.tools.get(call.name)
+        if tool is None:
+            text = f"error: no tool named {call.name!r}; available: {sorted(self.tools)}"
+            return ToolResult(text, failed=True)
+        if tool.requires_approval:
+            if decision is None:
+                raise ApprovalRequired(step, index, call)
+            if not decision.approved:
+                return ToolResult(f"denied: {decision.reason or 'no reason given'}", failed=True)
+        outcome = tool.run(call.arguments, context)
+        return ToolResult(outcome.text or "(empty result)", outcome.failed)
 
     def summarize_memory(self) -> str:
         """Replace the history with a model-written summary note; keep the system prompt.
@@ -345,3 +410,10 @@ def _tools_by_name(tools: Sequence[Callable[..., Any] | Tool]) -> dict[str, Tool
             raise ValueError(f"tools[{index}]: another tool is already named {tool.name!r}")
         by_name[tool.name] = tool
     return by_name
+
+
+def _as_decided(call: ToolCall, decision: Decision | None) -> ToolCall:
+    """The call as it runs: with the arguments a person approved it with, if edited."""
+    if decision is None or decision.arguments is None:
+        return call
+    return call.model_copy(update={"arguments": decision.arguments})

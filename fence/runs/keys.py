@@ -33,6 +33,8 @@ class RunField(StrEnum):
     EVENTS_EMITTED = "events_emitted"
     """``<lease token>:<n>``: the worker holding that lease has logged n events, so a
     retried ``EMIT`` logs none twice; until the run finishes."""
+    JOURNAL_BYTES = "journal_bytes"
+    """Bytes in the run's step journal, held under ``FENCE_JOURNAL_MAX_BYTES``."""
 
 
 def session(session_id: str) -> str:
@@ -59,6 +61,12 @@ def fencing_counter(session_id: str) -> str:
 def run(session_id: str, run_id: str) -> str:
     """Hash: the run record (see ``fence.runs.schema.RunRecord``)."""
     return f"{PREFIX}:{{{session_id}}}:run:{run_id}"
+
+
+def journal(session_id: str, run_id: str) -> str:
+    """List: the run's step journal, JSON entries oldest first (``fence.runs.journal``);
+    deleted when the run ends."""
+    return f"{PREFIX}:{{{session_id}}}:journal:{run_id}"
 
 
 def run_prefix(session_id: str) -> str:

@@ -125,6 +125,16 @@ class Emitted(StrEnum):
     """The lease is no longer ours: nothing was written."""
 
 
+class Journaled(StrEnum):
+    """What ``JOURNAL`` did."""
+
+    RECORDED = "recorded"
+    LOST = "lost"
+    """The lease is no longer ours: nothing was written."""
+    FULL = "full"
+    """The entry would take the journal past ``FENCE_JOURNAL_MAX_BYTES``: not written."""
+
+
 class WebhookClaim(StrEnum):
     """What ``CLAIM_WEBHOOK`` found."""
 
@@ -160,7 +170,11 @@ _NAMES = {
         *RunState,
         *Strategy,
         *WebhookState,
-        *(o for e in (Submitted, Acquired, Saved, Finished, Cancelled, Emitted, Swept) for o in e),
+        *(
+            o
+            for e in (Submitted, Acquired, Saved, Finished, Cancelled, Emitted, Journaled, Swept)
+            for o in e
+        ),
         *WebhookClaim,
     ]
 } | {f"event_{kind.name.lower()}": kind.value for kind in EventType}
@@ -334,7 +348,7 @@ FINISH = _lua(
     ADVANCE
     + LOG
     + """
--- KEYS: session, mailbox, lease, run, fencing counter, session events, run events
+-- KEYS: session, mailbox, lease, run, fencing counter, session events, run events, journal
 -- ARGV: token, run_id, state, now, run_ttl_s, run_prefix, result, error, done_channel,
 --       attempts (turn tries this delivery made), session_ttl_s, max_events
 -- RETURNS: {'next', next run id}, {'idle'} or {'lost'} (Finished)
@@ -343,7 +357,8 @@ redis.call('HSET', KEYS[4], '$state', ARGV[3], '$finished_at', ARGV[4],
   '$result', ARGV[7], '$error', ARGV[8])
 redis.call('HSET', KEYS[4], '$attempts',
   (tonumber(redis.call('HGET', KEYS[4], '$attempts')) or 0) + tonumber(ARGV[10]))
-redis.call('HDEL', KEYS[4], '$pending_result', '$events_emitted')
+redis.call('HDEL', KEYS[4], '$pending_result', '$events_emitted', '$journal_bytes')
+redis.call('DEL', KEYS[8])
 redis.call('EXPIRE', KEYS[4], ARGV[5])
 if ARGV[3] == '$succeeded' then
   append_event(KEYS[6], KEYS[7], ARGV[2], '$event_committed', ARGV[4], '{}', ARGV[12])
@@ -412,6 +427,18 @@ end
 return outcome
 """
 )
+
+JOURNAL = _lua("""
+-- KEYS: lease, journal, run   ARGV: token, entry (JSON), max_bytes, ttl_s
+-- RETURNS: a Journaled: a step of the turn kept, only by the worker holding the lease
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return '$lost' end
+local used = (tonumber(redis.call('HGET', KEYS[3], '$journal_bytes')) or 0) + #ARGV[2]
+if used > tonumber(ARGV[3]) then return '$full' end
+redis.call('RPUSH', KEYS[2], ARGV[2])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+redis.call('HSET', KEYS[3], '$journal_bytes', used)
+return '$recorded'
+""")
 
 SWEEP_SESSION = _lua("""
 -- KEYS: session, lease   ARGV: now, stall_after_s

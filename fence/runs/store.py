@@ -30,6 +30,7 @@ from fence.runs.scripts import (
     Cancelled,
     Emitted,
     Finished,
+    Journaled,
     Saved,
     Submitted,
     Swept,
@@ -166,6 +167,7 @@ class RunStore:
         self._sweep_session = client.register_script(scripts.SWEEP_SESSION)
         self._forget_idle = client.register_script(scripts.FORGET_IDLE)
         self._emit = client.register_script(scripts.EMIT)
+        self._journal = client.register_script(scripts.JOURNAL)
         self._claim_webhook = client.register_script(scripts.CLAIM_WEBHOOK)
         self._record_webhook = client.register_script(scripts.RECORD_WEBHOOK)
         self.event_log = EventLog(client)
@@ -399,6 +401,22 @@ class RunStore:
             raise LeaseLost(sid, run_id)
         return ids
 
+    def journal(self, lease: Lease) -> list[str]:
+        """The run's step journal, its JSON entries oldest first."""
+        return self.redis.lrange(keys.journal(lease.session_id, lease.run_id), 0, -1)
+
+    def record_step(self, lease: Lease, entry: str) -> Journaled:
+        """Append ``entry`` to the run's journal if the lease is still ours and the
+        journal has room (one step); nothing is written unless ``RECORDED``."""
+        sid, run_id = lease.session_id, lease.run_id
+        return Journaled(
+            self._call(
+                self._journal,
+                [keys.lease(sid), keys.journal(sid, run_id), keys.run(sid, run_id)],
+                [lease.token, entry, self.settings.journal_max_bytes, self.settings.run_ttl_s],
+            )
+        )
+
     def acquire(self, session_id: str, run_id: str, worker: str) -> Lease | Skip:
         """Take the session's lease for its active run, or say why not (``Skip``)."""
         outcome, value, *record = self._call(
@@ -497,6 +515,7 @@ class RunStore:
                     keys.run(sid, run_id),
                     keys.fencing_counter(sid),
                     *keys.event_logs(sid, run_id),
+                    keys.journal(sid, run_id),
                 ],
                 [
                     lease.token,

@@ -9,7 +9,9 @@ after the commit (the first commit for K only);
 ``fail=N`` fails the first N calls (``fail=always``: every call;
 ``fail-after=N``: every call after the first N);
 ``sleep=S`` takes S seconds; ``block-mid-stream`` streams its answer in two
-pieces and, on the first call for K, waits for the release between them.
+pieces and, on the first call for K, waits for the release between them;
+``unjournaled`` runs the turn without the run's step journal, so a later delivery
+calls the model again (as every delivery did before turns were journaled).
 
 The control keys live in the runtime's Redis, or in ``TEST_CONTROL_REDIS_URL``
 when set, so a test can kill the runtime's Redis and still steer the model.
@@ -23,10 +25,11 @@ import os
 import time
 from collections.abc import Iterator
 from functools import cache
+from typing import Any
 
 import redis
 
-from fence.agents import Agent
+from fence.agents import Agent, PreparedTurn
 from fence.errors import ModelError
 from fence.memory.base import BaseMemory
 from fence.memory.sqlite import SQLiteMemory
@@ -121,10 +124,17 @@ class HoldingMemory(SQLiteMemory):
         control().blpop([f"test:release:{key}"], timeout=RELEASE_TIMEOUT_S)
 
 
+class ControlledAgent(Agent):
+    def prepare_turn(self, prompt: str, **options: Any) -> PreparedTurn:
+        if "unjournaled" in directives(prompt):
+            options["journal"] = None
+        return super().prepare_turn(prompt, **options)
+
+
 def controlled(memory: BaseMemory) -> Agent:
     if isinstance(memory, SQLiteMemory):
         memory = HoldingMemory(memory.db_path, memory.session_id)
-    return Agent(identifier="controlled", model=ControlledModel(), memory=memory)
+    return ControlledAgent(identifier="controlled", model=ControlledModel(), memory=memory)
 
 
 registry = {"controlled": controlled}
