@@ -88,6 +88,12 @@ class Settings(BaseSettings):
         description="Text a worker's model generates within this window is logged as one "
         "text.delta, in one Redis call: the longest a piece of text waits to be logged.",
     )
+    approval_timeout_s: float = Field(
+        default=24 * 3600,
+        gt=0,
+        description="A run waiting for a tool's approval longer than this fails, and its "
+        "session moves on.",
+    )
     journal_max_bytes: int = Field(
         default=4 * 1024 * 1024,
         ge=1024,
@@ -225,6 +231,15 @@ class Settings(BaseSettings):
             raise ValueError(
                 "FENCE_LEASE_RENEW_MS: must be at most half of FENCE_LEASE_MS, so a lease "
                 "is renewed before it can expire"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _approvals_end_before_their_runs_expire(self) -> Settings:
+        if self.approval_timeout_s >= self.run_ttl_s:
+            raise ValueError(
+                "FENCE_APPROVAL_TIMEOUT_S: must be shorter than FENCE_RUN_TTL_S, so a waiting "
+                "run's record outlives its wait"
             )
         return self
 

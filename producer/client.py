@@ -89,6 +89,21 @@ class Run:
     def cancel(self) -> RunRecord:
         return self._store.cancel(self.id, self.session_id)
 
+    def approve(self, arguments: dict[str, Any] | None = None) -> RunRecord:
+        """Let the tool call this ``waiting`` run waits on run, with ``arguments`` instead
+        of the model's if given (they must match the tool's schema); the run resumes.
+        ``NotWaiting`` if it is not waiting; ``InvalidInput`` naming a bad argument."""
+        return self._store.decide(
+            self.id, approved=True, arguments=arguments, session_id=self.session_id
+        )
+
+    def deny(self, reason: str = "") -> RunRecord:
+        """Refuse the tool call this ``waiting`` run waits on: the model is told it was
+        denied (with ``reason``) as the tool's result, and the run resumes."""
+        return self._store.decide(
+            self.id, approved=False, reason=reason or None, session_id=self.session_id
+        )
+
     def events(self, after: str | None = None, timeout: float | None = None) -> Iterator[RunEvent]:
         """The run's events after the event id ``after`` (from the start if None), in
         order, as they happen (blocking on Redis, no polling), ending with its terminal
@@ -171,11 +186,11 @@ class Producer:
             session_id, message, agent, idempotency_key, strategy, metadata, webhook
         )
         submission = self.store.submit(request)
-        if submission.dispatch:
+        for run_id in submission.to_publish:
             try:
-                self.store.publish(request.session_id, submission.run_id)
+                self.store.publish(request.session_id, run_id)
             except Exception:  # accepted already: the sweeper publishes it later
-                log_lost_publish(request.session_id, submission.run_id)
+                log_lost_publish(request.session_id, run_id)
         return self.handle(submission, request.session_id)
 
     def request(

@@ -16,13 +16,22 @@ from dataclasses import dataclass
 
 from celery.exceptions import SoftTimeLimitExceeded
 
-from fence.agents import Agent
+from fence.agents import Agent, ApprovalRequired
 from fence.errors import FencedOutError, StaleWriteError
 from fence.memory.base import BaseMemory
-from fence.runs import AgentFactory, Lease, LeaseLost, Registry, RunState, RunStore
+from fence.runs import (
+    AgentFactory,
+    Lease,
+    LeaseLost,
+    PendingApproval,
+    Registry,
+    RunRecord,
+    RunState,
+    RunStore,
+)
 from fence.runs.events import EventType
 from fence.runs.journal import JournalFull, RunJournal
-from fence.runs.scripts import Saved
+from fence.runs.scripts import Paused, Saved
 from fence.settings import Settings
 from workers.backends import MEMORY_ERRORS, BackendCalls, BackendDown
 from workers.leases import LeaseRenewer
@@ -75,6 +84,8 @@ class Outcome:
     error: str = ""
     attempts: int = 0
     """Turn tries this delivery made."""
+    approval: PendingApproval | None = None
+    """What a ``waiting`` outcome waits on."""
 
 
 class TurnExecutor:
@@ -110,6 +121,12 @@ class TurnExecutor:
             try:
                 outcome = self._run(lease, lost, calls, events)
                 events.flush()  # a failed attempt's text too, before the terminal event
+                if outcome.approval is not None:
+                    outcome = self._pause(lease, calls, outcome)
+                if outcome.state is RunState.WAITING:
+                    log.info("turn waiting for approval", extra=context)
+                    metrics().turns.labels(outcome.state.value).inc()
+                    return outcome.state.value
                 next_run = calls.redis(
                     "finish",
                     lambda: self.store.finish(
@@ -138,12 +155,26 @@ class TurnExecutor:
             publish_webhook(session_id, run_id)
         return outcome.state.value
 
+    def _pause(self, lease: Lease, calls: BackendCalls, outcome: Outcome) -> Outcome:
+        """Make the run wait for its approval, releasing the lease (the slot is free
+        then); a cancel that came first ends it instead."""
+        assert outcome.approval is not None
+        approval = outcome.approval
+        paused = calls.redis("pause", lambda: self.store.pause(lease, approval, outcome.attempts))
+        if paused is Paused.LOST:
+            raise LeaseLost(lease.session_id, lease.run_id)
+        if paused is Paused.CANCELLED:
+            return Outcome(
+                RunState.CANCELLED, error="cancelled while running", attempts=outcome.attempts
+            )
+        return outcome
+
     def _run(
         self, lease: Lease, lost: threading.Event, calls: BackendCalls, events: TurnEvents
     ) -> Outcome:
         """The pre-checks, then the attempt loop: the run's outcome."""
         record = lease.record
-        if record.deliveries > 1:
+        if record.redelivered:
             metrics().lease_takeovers.inc()
         elif record.started_at is not None:
             metrics().queue_wait_seconds.observe(max(0.0, record.started_at - record.accepted_at))
@@ -163,18 +194,21 @@ class TurnExecutor:
             memory = self.open_memory(lease.session_id)
         except ValueError as error:  # FENCE_MEMORY names something no worker can use
             return Outcome(RunState.FAILED, error=f"memory: {error}")
-        if record.deliveries > 1:
+        if record.redelivered:
             decided = self._take_over(lease, memory, calls)
             if decided is not None:
                 return decided
         if record.corrupt:
             return Outcome(RunState.FAILED, error=f"run record unreadable: {record.corrupt}")
+        if record.state is RunState.WAITING:
+            return self._waiting(record)
         if record.cancel_requested:
             return Outcome(RunState.CANCELLED, error="cancelled before it started")
-        if record.deliveries > self.settings.max_deliveries:
+        if record.deliveries - record.waits > self.settings.max_deliveries:
             return Outcome(
                 RunState.FAILED,
-                error=f"started {record.deliveries - 1} times without finishing: its worker "
+                error=f"started {record.deliveries - record.waits - 1} times without "
+                "finishing: its worker "
                 "died, stalled past its lease or could not reach memory each time "
                 "(FENCE_MAX_DELIVERIES)",
             )
@@ -182,6 +216,22 @@ class TurnExecutor:
         if factory is None:
             return Outcome(RunState.FAILED, error=f"unknown agent {record.agent!r}")
         return memory, factory
+
+    def _waiting(self, record: RunRecord) -> Outcome:
+        """A waiting run delivered: published to end it (cancelled, or out of time), or a
+        duplicate delivery, which leaves it waiting."""
+        approval = record.approval
+        assert approval is not None  # a waiting record without one is corrupt
+        if record.cancel_requested:
+            return Outcome(RunState.CANCELLED, error="cancelled while waiting for approval")
+        if time.time() >= approval.deadline:
+            limit = self.settings.approval_timeout_s
+            return Outcome(
+                RunState.FAILED,
+                error=f"no decision on tool {approval.name!r} within {limit:g}s "
+                "(FENCE_APPROVAL_TIMEOUT_S)",
+            )
+        return Outcome(RunState.WAITING, approval=approval)
 
     def _attempts(
         self,
@@ -199,6 +249,8 @@ class TurnExecutor:
                 if attempt > 1:  # ACQUIRE logged the first
                     events.put(EventType.STARTED, self._started(lease, attempt))
                 return self._attempt(lease, factory(memory), checkpoint, events, attempt)
+            except ApprovalRequired as paused:
+                return Outcome(RunState.WAITING, attempts=attempt, approval=self._pending(paused))
             except TurnCancelled:
                 return Outcome(
                     RunState.CANCELLED, error="cancelled while running", attempts=attempt
@@ -227,6 +279,18 @@ class TurnExecutor:
                 if checkpoint.lost.wait(delay):
                     raise LeaseLost(lease.session_id, lease.run_id) from error
         raise AssertionError("unreachable")
+
+    def _pending(self, paused: ApprovalRequired) -> PendingApproval:
+        call = paused.call
+        return PendingApproval(
+            id=call.id,
+            name=call.name,
+            arguments=call.arguments,
+            parameters=paused.parameters,
+            step=paused.step,
+            index=paused.index,
+            deadline=time.time() + self.settings.approval_timeout_s,
+        )
 
     @staticmethod
     def _started(lease: Lease, attempt: int) -> dict[str, object]:

@@ -353,7 +353,7 @@ class Agent:
             return ToolResult(text, failed=True)
         if tool.requires_approval:
             if decision is None:
-                raise ApprovalRequired(step, index, call)
+                raise ApprovalRequired(step, index, call, tool.spec.parameters)
             if not decision.approved:
                 return ToolResult(f"denied: {decision.reason or 'no reason given'}", failed=True)
         outcome = tool.run(call.arguments, context)

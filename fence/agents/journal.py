@@ -40,11 +40,13 @@ class ApprovalRequired(FenceError):
     """The model called a tool that needs approval and none is journaled for the call:
     the turn stops here, with nothing written to memory."""
 
-    def __init__(self, step: int, index: int, call: ToolCall) -> None:
+    def __init__(self, step: int, index: int, call: ToolCall, parameters: dict[str, Any]) -> None:
         super().__init__(f"tool {call.name!r} needs approval before it runs (step {step})")
         self.step = step
         self.index = index
         self.call = call
+        self.parameters = parameters
+        """The tool's JSON schema, which edited arguments must match."""
 
 
 class Journal(Protocol):

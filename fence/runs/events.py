@@ -49,6 +49,13 @@ class EventType(StrEnum):
     """The model asked for a tool; ``data``: ``id``, ``name``, ``arguments`` (an object)."""
     TOOL_RESULT = "tool.result"
     """A tool's result; ``data``: ``id``, ``name``, ``content``, ``error`` (bool)."""
+    APPROVAL_REQUESTED = "approval.requested"
+    """The model called a tool that needs approval: the run is ``waiting`` and its worker
+    is free; ``data``: ``id``, ``name``, ``arguments`` (the call), ``step``,
+    ``deadline`` (epoch s: the run fails if no decision comes by then)."""
+    APPROVAL_DECIDED = "approval.decided"
+    """A person or service decided; ``data``: ``id``, ``approved``, and ``arguments``
+    (edited) or ``reason`` (a denial's) when given. A new ``turn.started`` follows."""
     COMMITTED = "turn.committed"
     """The turn is in memory (written by ``FINISH`` with a run that succeeded)."""
     FINISHED = "run.finished"

@@ -65,15 +65,21 @@ def read_metadata(text: str) -> dict[str, Any]:
 
 class RunState(StrEnum):
     QUEUED = "queued"
+    """Accepted, waiting for its turn or for a worker (also after an approval)."""
     RUNNING = "running"
+    """A worker holds the session's lease for it."""
+    WAITING = "waiting"
+    """Paused until a tool call is approved or denied (``RunRecord.approval``); no
+    worker holds it, and the session's later runs stay queued behind it."""
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    """Also when no approval came within ``FENCE_APPROVAL_TIMEOUT_S``."""
     CANCELLED = "cancelled"
     REJECTED = "rejected"
 
     @property
     def terminal(self) -> bool:
-        return self not in (RunState.QUEUED, RunState.RUNNING)
+        return self not in (RunState.QUEUED, RunState.RUNNING, RunState.WAITING)
 
 
 class WebhookState(StrEnum):
@@ -163,6 +169,24 @@ _UNREADABLE: dict[str, Any] = {
 """Safe values for required fields that cannot be read; other fields take their default."""
 
 
+class PendingApproval(BaseModel):
+    """The tool call a waiting run needs a decision on."""
+
+    id: str
+    """The model's id for the call."""
+    name: str
+    """The tool."""
+    arguments: dict[str, Any]
+    """As the model gave them; an approval may replace them."""
+    parameters: dict[str, Any]
+    """The tool's JSON schema: edited arguments must match it."""
+    step: int
+    index: int
+    """The call's place in the turn: model step and call within it."""
+    deadline: float
+    """Epoch s: the run fails if no decision comes by then."""
+
+
 class RunRecord(BaseModel):
     """A run as stored in Redis (a hash of strings) and shown to producers."""
 
@@ -187,6 +211,11 @@ class RunRecord(BaseModel):
     result: str | None = None
     error: str | None = None
     cancel_requested: bool = False
+    approval: PendingApproval | None = None
+    """The tool call a ``waiting`` run needs a decision on."""
+    waits: int = 0
+    """Times the run paused for an approval and was resumed (each resume is a delivery
+    that takes over from no one)."""
     webhook: Annotated[str, Field(max_length=MAX_WEBHOOK_CHARS)] | None = None
     """Where the run's outcome is POSTed when it ends, if it was submitted with one."""
     webhook_state: WebhookState | None = None
@@ -199,6 +228,12 @@ class RunRecord(BaseModel):
     """What of the stored record could not be read as written (e.g. ``"metadata: not
     valid JSON"``), else None. Those fields hold safe values instead (see ``from_hash``);
     a worker fails such a run rather than run it, and the session moves on."""
+
+    @property
+    def redelivered(self) -> bool:
+        """Another delivery held this run before and may have died holding it (a resume
+        after an approval follows a delivery that let go)."""
+        return self.deliveries > self.waits + 1
 
     @classmethod
     def from_hash(
@@ -233,6 +268,12 @@ class RunRecord(BaseModel):
         except ValueError as error:
             problems["metadata"] = str(error)
             data["metadata"] = {}
+        if "approval" in data:
+            try:
+                data["approval"] = PendingApproval.model_validate_json(data["approval"])
+            except ValidationError:
+                problems["approval"] = "approval: not a pending approval"
+                del data["approval"]
         try:
             record = cls.model_validate(data)
         except ValidationError as error:

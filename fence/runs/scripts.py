@@ -135,6 +135,27 @@ class Journaled(StrEnum):
     """The entry would take the journal past ``FENCE_JOURNAL_MAX_BYTES``: not written."""
 
 
+class Paused(StrEnum):
+    """What ``PAUSE`` did."""
+
+    WAITING = "waiting"
+    """The run waits for an approval; the lease is released."""
+    LOST = "lost"
+    """The lease is no longer ours: nothing was written."""
+    CANCELLED = "cancelled"
+    """A cancel was requested: nothing was written; finish the run as cancelled."""
+
+
+class Decided(StrEnum):
+    """What ``DECIDE`` did."""
+
+    RESUMED = "resumed"
+    """The decision is journaled and the run queued again: publish it."""
+    NOT_WAITING = "not_waiting"
+    """The run is not waiting on that call (any more): nothing was written."""
+    MISSING = "missing"
+
+
 class WebhookClaim(StrEnum):
     """What ``CLAIM_WEBHOOK`` found."""
 
@@ -154,7 +175,10 @@ class Swept(StrEnum):
     """What ``SWEEP_SESSION`` found."""
 
     REDISPATCH = "redispatch"
-    """An active run with no lease and no progress: publish it again."""
+    """An active run with no lease and no progress (or a waiting run that was cancelled
+    or ran out of time): publish it again."""
+    WAITING = "waiting"
+    """The active run waits for an approval, within its time."""
     IDLE = "idle"
     LEASED = "leased"
     RECENT = "recent"
@@ -172,7 +196,18 @@ _NAMES = {
         *WebhookState,
         *(
             o
-            for e in (Submitted, Acquired, Saved, Finished, Cancelled, Emitted, Journaled, Swept)
+            for e in (
+                Submitted,
+                Acquired,
+                Saved,
+                Finished,
+                Cancelled,
+                Emitted,
+                Journaled,
+                Paused,
+                Decided,
+                Swept,
+            )
             for o in e
         ),
         *WebhookClaim,
@@ -225,10 +260,12 @@ SUBMIT = _lua(
 -- KEYS: session, mailbox, run, idempotency, session events, run events
 -- ARGV: run_id, strategy, has_idempotency, idempotency_ttl_s, now, run_prefix,
 --       run_ttl_s, max_events, field1, value1, ...
--- RETURNS: {Submitted, run id (the earlier one if duplicate), runs ahead (-1: none)}
+-- RETURNS: {Submitted, run id (the earlier one if duplicate), runs ahead (-1: none),
+--          the id of a waiting run this one interrupted, to publish so a worker ends it
+--          (or '')}
 if ARGV[3] == '1' then
   local existing = redis.call('GET', KEYS[4])
-  if existing then return {'$duplicate', existing, -1} end
+  if existing then return {'$duplicate', existing, -1, ''} end
 end
 local fields = {}
 for i = 9, #ARGV do fields[#fields + 1] = ARGV[i] end
@@ -238,18 +275,19 @@ local outcome
 if not active then
   redis.call('HSET', KEYS[1], '$active', ARGV[1], '$progress_at', ARGV[5])
   redis.call('PERSIST', KEYS[1])
-  outcome = {'$dispatch', ARGV[1], 0}
+  outcome = {'$dispatch', ARGV[1], 0, ''}
 elseif ARGV[2] == '$reject' then
   redis.call('HSET', KEYS[3], '$state', '$rejected', '$finished_at', ARGV[5],
     '$error', 'session is busy with run ' .. active .. ' and strategy is reject')
   redis.call('EXPIRE', KEYS[3], ARGV[7])
-  outcome = {'$rejected', ARGV[1], -1}
+  outcome = {'$rejected', ARGV[1], -1, ''}
 elseif ARGV[2] == '$interrupt' then
   redis.call('HSET', ARGV[6] .. active, '$cancel_requested', '1')
   redis.call('LPUSH', KEYS[2], ARGV[1])
-  outcome = {'$queued', ARGV[1], 1}
+  local waiting = redis.call('HGET', ARGV[6] .. active, '$state') == '$waiting'
+  outcome = {'$queued', ARGV[1], 1, waiting and active or ''}
 else
-  outcome = {'$queued', ARGV[1], redis.call('RPUSH', KEYS[2], ARGV[1])}
+  outcome = {'$queued', ARGV[1], redis.call('RPUSH', KEYS[2], ARGV[1]), ''}
 end
 if ARGV[3] == '1' then redis.call('SET', KEYS[4], ARGV[1], 'EX', ARGV[4]) end
 log_event(KEYS[5], KEYS[6], ARGV[1], '$event_accepted', ARGV[5],
@@ -310,8 +348,11 @@ local token = string.format('%d',
   math.max(tonumber(redis.call('GET', KEYS[3]) or '0') + 1, now_ms))
 redis.call('SET', KEYS[3], token)
 redis.call('SET', KEYS[2], token, 'PX', ARGV[2])
-if redis.call('HGET', KEYS[4], '$state') == '$queued' then
-  redis.call('HSET', KEYS[4], '$state', '$running', '$started_at', ARGV[3])
+if redis.call('HGET', KEYS[4], '$state') == '$queued' then  -- a waiting run stays waiting
+  redis.call('HSET', KEYS[4], '$state', '$running')
+  if not redis.call('HGET', KEYS[4], '$started_at') then
+    redis.call('HSET', KEYS[4], '$started_at', ARGV[3])
+  end
 end
 redis.call('HSET', KEYS[4], '$worker', ARGV[4])
 -- HINCRBY would fail on a field corrupted to a non-number, midway, leaving the lease held
@@ -380,7 +421,9 @@ CANCEL = _lua(
 -- RETURNS: {Cancelled}
 local state = redis.call('HGET', KEYS[3], '$state')
 if not state then return {'$missing'} end
-if state ~= '$queued' and state ~= '$running' then return {'$terminal'} end
+if state ~= '$queued' and state ~= '$running' and state ~= '$waiting' then
+  return {'$terminal'}
+end
 if redis.call('HGET', KEYS[1], '$active') == ARGV[1] then
   redis.call('HSET', KEYS[3], '$cancel_requested', '1')
   return {'$requested'}
@@ -441,14 +484,24 @@ return '$recorded'
 """)
 
 SWEEP_SESSION = _lua("""
--- KEYS: session, lease   ARGV: now, stall_after_s
+-- KEYS: session, lease   ARGV: now, stall_after_s, run_prefix
 -- RETURNS: {'redispatch', active run id} or {Swept}
 -- A run re-dispatched n times waits stall_after_s * 2^n (n <= 6) before the
 -- next: a run that is only queued behind a long backlog is not flooded with
--- duplicates. ACQUIRE and ADVANCE reset n.
+-- duplicates. ACQUIRE and ADVANCE reset n. A waiting run is left alone until it
+-- is cancelled or its approval deadline passes: then a worker ends it.
 local active = redis.call('HGET', KEYS[1], '$active')
 if not active then return {'$idle'} end
 if redis.call('EXISTS', KEYS[2]) == 1 then return {'$leased'} end
+local run = ARGV[3] .. active
+if redis.call('HGET', run, '$state') == '$waiting'
+    and redis.call('HGET', run, '$cancel_requested') ~= '1' then
+  local readable, pending = pcall(cjson.decode, redis.call('HGET', run, '$approval') or '')
+  if readable and type(pending) == 'table' and tonumber(pending['deadline'])
+      and tonumber(ARGV[1]) < tonumber(pending['deadline']) then
+    return {'$waiting'}
+  end
+end
 local progress = tonumber(redis.call('HGET', KEYS[1], '$progress_at') or '0')
 local sent = tonumber(redis.call('HGET', KEYS[1], '$redispatches') or '0')
 local wait = tonumber(ARGV[2]) * 2 ^ math.min(sent, 6)
@@ -457,6 +510,56 @@ redis.call('HSET', KEYS[1], '$progress_at', ARGV[1])
 redis.call('HINCRBY', KEYS[1], '$redispatches', 1)
 return {'$redispatch', active}
 """)
+
+PAUSE = _lua(
+    LOG
+    + """
+-- KEYS: lease, run, session, session events, run events
+-- ARGV: token, run_id, approval (PendingApproval JSON), now, attempts (turn tries this
+--       delivery made), max_events, ttl_s, event data (JSON)
+-- RETURNS: a Paused: the run waits for a decision with its lease released, so its
+-- worker's slot is free and the session stays the run's (its later runs queue)
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return '$lost' end
+if redis.call('HGET', KEYS[2], '$cancel_requested') == '1' then return '$cancelled' end
+redis.call('HSET', KEYS[2], '$state', '$waiting', '$approval', ARGV[3],
+  '$attempts', (tonumber(redis.call('HGET', KEYS[2], '$attempts')) or 0) + tonumber(ARGV[5]),
+  '$waits', (tonumber(redis.call('HGET', KEYS[2], '$waits')) or 0) + 1)
+redis.call('HDEL', KEYS[2], '$events_emitted')
+log_event(KEYS[4], KEYS[5], ARGV[2], '$event_approval_requested', ARGV[4], ARGV[8], ARGV[6],
+  ARGV[7])
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[3], '$progress_at', ARGV[4])
+return '$waiting'
+"""
+)
+
+DECIDE = _lua(
+    LOG
+    + """
+-- KEYS: run, journal, session, session events, run events
+-- ARGV: run_id, call id, decision (journal entry JSON), now, max_events, ttl_s,
+--       event data (JSON)
+-- RETURNS: {Decided, the run's state}: a waiting run's decision on the call it waits
+-- on, journaled, and the run queued again to resume
+local state = redis.call('HGET', KEYS[1], '$state')
+if not state then return {'$missing', ''} end
+if state ~= '$waiting' then return {'$not_waiting', state} end
+local readable, pending = pcall(cjson.decode, redis.call('HGET', KEYS[1], '$approval') or '')
+if not readable or type(pending) ~= 'table' or pending['id'] ~= ARGV[2] then
+  return {'$not_waiting', state}
+end
+redis.call('RPUSH', KEYS[2], ARGV[3])
+redis.call('EXPIRE', KEYS[2], ARGV[6])
+redis.call('HSET', KEYS[1], '$state', '$queued',
+  '$journal_bytes', (tonumber(redis.call('HGET', KEYS[1], '$journal_bytes')) or 0) + #ARGV[3])
+redis.call('HDEL', KEYS[1], '$approval')
+redis.call('HSET', KEYS[3], '$progress_at', ARGV[4])
+redis.call('HDEL', KEYS[3], '$redispatches')
+log_event(KEYS[4], KEYS[5], ARGV[1], '$event_approval_decided', ARGV[4], ARGV[7], ARGV[5],
+  ARGV[6])
+return {'$resumed', '$queued'}
+"""
+)
 
 FORGET_IDLE = _lua("""
 -- KEYS: active-sessions index   ARGV: session_id, score seen
@@ -474,7 +577,9 @@ CLAIM_WEBHOOK = _lua("""
 -- ended run's pending webhook, claimed once and only after attempt n - 1 was
 local state = redis.call('HGET', KEYS[1], '$state')
 if not state then return {'$missing'} end
-if state == '$queued' or state == '$running' then return {'$unfinished'} end
+if state == '$queued' or state == '$running' or state == '$waiting' then
+  return {'$unfinished'}
+end
 if redis.call('HGET', KEYS[1], '$webhook_state') ~= '$pending' then return {'$settled'} end
 local begun = tonumber(redis.call('HGET', KEYS[1], '$webhook_attempts')) or 0
 if begun ~= tonumber(ARGV[1]) - 1 then return {'$stale'} end

@@ -21,16 +21,26 @@ from redis.client import Pipeline
 from redis.commands.core import Script
 from redis.exceptions import NoScriptError
 
-from fence.runs import keys, scripts
+from fence.runs import approvals, keys, scripts
+from fence.runs.approvals import NotWaiting
 from fence.runs.events import EventLog, EventType, RunEvent, event_id
 from fence.runs.keys import RunField, SessionField
-from fence.runs.schema import RunRecord, RunRequest, RunState, Strategy, WebhookState
+from fence.runs.schema import (
+    PendingApproval,
+    RunRecord,
+    RunRequest,
+    RunState,
+    Strategy,
+    WebhookState,
+)
 from fence.runs.scripts import (
     Acquired,
     Cancelled,
+    Decided,
     Emitted,
     Finished,
     Journaled,
+    Paused,
     Saved,
     Submitted,
     Swept,
@@ -88,6 +98,13 @@ class Submission:
     position: int | None
     dispatch: bool
     duplicate: bool
+    wake: str | None = None
+    """A waiting run this submit interrupted: publish it, so a worker ends it."""
+
+    @property
+    def to_publish(self) -> list[str]:
+        """The runs whose turn message the submitter publishes now."""
+        return [self.run_id] * self.dispatch + [self.wake] * (self.wake is not None)
 
 
 @dataclass(frozen=True)
@@ -168,6 +185,8 @@ class RunStore:
         self._forget_idle = client.register_script(scripts.FORGET_IDLE)
         self._emit = client.register_script(scripts.EMIT)
         self._journal = client.register_script(scripts.JOURNAL)
+        self._pause = client.register_script(scripts.PAUSE)
+        self._decide = client.register_script(scripts.DECIDE)
         self._claim_webhook = client.register_script(scripts.CLAIM_WEBHOOK)
         self._record_webhook = client.register_script(scripts.RECORD_WEBHOOK)
         self.event_log = EventLog(client)
@@ -286,6 +305,55 @@ class RunStore:
             raise RunNotFound(run_id)
         if outcome == Cancelled.CANCELLED:
             self.redis.expire(keys.run_index(run_id), self.settings.run_ttl_s)
+        record = self.get(run_id, sid)
+        if outcome == Cancelled.REQUESTED and record.state is RunState.WAITING:
+            self.publish(sid, run_id)  # no worker holds it: one takes it to end it
+        return record
+
+    def decide(
+        self,
+        run_id: str,
+        *,
+        approved: bool,
+        arguments: dict[str, Any] | None = None,
+        reason: str | None = None,
+        session_id: str | None = None,
+    ) -> RunRecord:
+        """Approve (optionally with edited ``arguments``) or deny the tool call a waiting
+        run waits on, then queue the run to resume from its journal. ``NotWaiting`` if
+        it is not waiting; ``InvalidInput`` if the arguments do not match the tool's
+        schema (``arguments.<name>``) or the reason is too long; nothing changes then."""
+        sid = session_id or self.session_of(run_id)
+        record = self.get(run_id, sid)
+        pending = record.approval
+        if record.state is not RunState.WAITING or pending is None:
+            raise NotWaiting(run_id, record.state)
+        entry = approvals.decision(pending, approved=approved, arguments=arguments, reason=reason)
+        data: dict[str, Any] = {"id": pending.id, "approved": approved}
+        data.update({k: v for k, v in (("arguments", arguments), ("reason", reason)) if v})
+        outcome, state = self._call(
+            self._decide,
+            [
+                keys.run(sid, run_id),
+                keys.journal(sid, run_id),
+                keys.session(sid),
+                *keys.event_logs(sid, run_id),
+            ],
+            [
+                run_id,
+                pending.id,
+                json.dumps(entry),
+                repr(time.time()),
+                self.settings.events_max,
+                self.settings.run_ttl_s,
+                json.dumps(data),
+            ],
+        )
+        if outcome == Decided.MISSING:
+            raise RunNotFound(run_id)
+        if outcome == Decided.NOT_WAITING:
+            raise NotWaiting(run_id, state)
+        self.publish(sid, run_id)  # if lost, the sweeper publishes it again
         return self.get(run_id, sid)
 
     def session(self, session_id: str, queued_limit: int | None = None) -> SessionInfo:
@@ -414,6 +482,40 @@ class RunStore:
                 self._journal,
                 [keys.lease(sid), keys.journal(sid, run_id), keys.run(sid, run_id)],
                 [lease.token, entry, self.settings.journal_max_bytes, self.settings.run_ttl_s],
+            )
+        )
+
+    def pause(self, lease: Lease, pending: PendingApproval, attempts: int) -> Paused:
+        """Make the run wait for a decision on ``pending`` and release the lease, if it is
+        still ours and no cancel was asked (then nothing is written). ``attempts``: the
+        turn tries this delivery made."""
+        sid, run_id = lease.session_id, lease.run_id
+        event = {
+            "id": pending.id,
+            "name": pending.name,
+            "arguments": pending.arguments,
+            "step": pending.step,
+            "deadline": pending.deadline,
+        }
+        return Paused(
+            self._call(
+                self._pause,
+                [
+                    keys.lease(sid),
+                    keys.run(sid, run_id),
+                    keys.session(sid),
+                    *keys.event_logs(sid, run_id),
+                ],
+                [
+                    lease.token,
+                    run_id,
+                    pending.model_dump_json(),
+                    repr(time.time()),
+                    attempts,
+                    self.settings.events_max,
+                    self.settings.run_ttl_s,
+                    json.dumps(event),
+                ],
             )
         )
 
@@ -645,7 +747,7 @@ class RunStore:
                         pipe,
                         self._sweep_session,
                         [keys.session(session_id), keys.lease(session_id)],
-                        [repr(now), stall],
+                        [repr(now), stall, keys.run_prefix(session_id)],
                     )
 
             for (session_id, score), outcome in zip(batch, self._pipeline(queue), strict=True):
@@ -703,13 +805,20 @@ class SubmitCall:
     def read(self, reply: list[Any]) -> Submission | str:
         """``SUBMIT``'s reply: what was done, or the id of the earlier run of a duplicate
         (then ``forget_index`` and ``duplicate`` with that run's hash)."""
-        outcome, found_id, position = reply
+        outcome, found_id, position, wake = reply
         if outcome == Submitted.DUPLICATE:
             return str(found_id)
         if outcome == Submitted.REJECTED:
             return Submission(self.run_id, RunState.REJECTED, None, dispatch=False, duplicate=False)
         dispatch = outcome == Submitted.DISPATCH
-        return Submission(self.run_id, RunState.QUEUED, int(position), dispatch, duplicate=False)
+        return Submission(
+            self.run_id,
+            RunState.QUEUED,
+            int(position),
+            dispatch,
+            duplicate=False,
+            wake=wake or None,
+        )
 
     def forget_index(self, client: Any) -> Any:
         """A duplicate's own run id was never used."""

@@ -118,11 +118,11 @@ async def submit(
         ) from None
     except InvalidInput as invalid:
         raise GatewayError.invalid(invalid) from None
-    if submission.dispatch:
+    for run_id in submission.to_publish:
         try:
-            await gateway.submits.publish(session_id, submission.run_id)
+            await gateway.submits.publish(session_id, run_id)
         except Exception:  # accepted already: the sweeper publishes it later
-            log_lost_publish(session_id, submission.run_id)
+            log_lost_publish(session_id, run_id)
     if submission.state is RunState.REJECTED:
         error = (await gateway.submits.get(submission.run_id, session_id)).error
         raise GatewayError(

@@ -137,4 +137,11 @@ def controlled(memory: BaseMemory) -> Agent:
     return ControlledAgent(identifier="controlled", model=ControlledModel(), memory=memory)
 
 
-registry = {"controlled": controlled}
+def approver(memory: BaseMemory) -> Agent:
+    """``tests.runtime.approval_agents``'s, imported when used (it uses ``control``)."""
+    from tests.runtime.approval_agents import approver as build
+
+    return build(memory)
+
+
+registry = {"controlled": controlled, "approver": approver}
