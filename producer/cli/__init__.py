@@ -4,6 +4,7 @@
                                  [--follow]                     ... and watch its answer
     fence events RUN [--after ID] [--no-follow]                 a run's events, live
     fence status RUN | fence cancel RUN                         follow or stop a run
+    fence approve RUN [--arguments JSON] | fence deny RUN       decide a waiting run's tool call
     fence history SESSION | fence session SESSION               read memory / the queue
     fence stack [--demo]                                        everything on this machine
     fence demo                                                  traffic + checks at a stack
@@ -16,7 +17,7 @@ failed/cancelled/rejected, not found, Redis unreachable), 2 usage error, 124
 ``--wait`` ended before the run did, 130 Ctrl-C.
 
 ``main`` (the console script) is in ``producer.cli.main``; each command group has a
-module (``runs``, ``events``, ``history``, ``session``, ``demo``; ``fence stack`` is
+module (``runs``, ``approvals``, ``events``, ``history``, ``session``, ``demo``; ``fence stack`` is
 ``producer.stack.command``) with its handler and an ``add_parser``; ``follow`` prints a
 run's answer as it comes and ``outcome`` how a followed or awaited run ends.
 """

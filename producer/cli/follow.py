@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 
 from fence.runs import EventType, RunEvent, RunRecord, RunState
@@ -23,8 +24,10 @@ class AnswerStream:
     The answer is the last model step's text of the last attempt, which is known only
     once the run ends; a person wants it as it comes. So every delta is written at once,
     a new model step (after a tool call) starts on a new line, and when an attempt
-    starts over after some of its text was shown (a retry, or another worker taking
-    the run over), stderr says so: the answer is what follows.
+    starts over after some of its text was shown (a retry, another worker taking the
+    run over, or a resume after an approval), stderr says so: the answer is what
+    follows. A tool call that needs approval is announced on stderr with the commands
+    that decide it.
     """
 
     def __init__(self) -> None:
@@ -54,6 +57,15 @@ class AnswerStream:
             self._step = step
             self.write(event.data.get("text", ""))
             self.shown = True
+        elif event.type is EventType.APPROVAL_REQUESTED:
+            self.end_line()
+            call = f"{event.data.get('name')}({json.dumps(event.data.get('arguments'))})"
+            print(
+                f"fence: waiting for approval of {call}: "
+                f"fence approve {event.run_id} | fence deny {event.run_id}",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def write(self, text: str) -> None:
         if text:

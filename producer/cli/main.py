@@ -12,10 +12,10 @@ import redis
 
 from fence import console
 from fence.errors import FenceError
-from fence.runs import IdempotencyConflict, RunNotFound
+from fence.runs import IdempotencyConflict, NotWaiting, RunNotFound
 from fence.settings import Settings, get_settings
 from fence.validation import InvalidInput
-from producer.cli import demo, events, history, runs, session
+from producer.cli import approvals, demo, events, history, runs, session
 from producer.cli.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, CliError
 from producer.cli.output import emit_json, redact
 from producer.stack import command as stack
@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     runs.add_parsers(commands, common)
+    approvals.add_parsers(commands, common)
     events.add_parser(commands, common)
     history.add_parser(commands, common)
     session.add_parser(commands, common)
@@ -70,6 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail("; ".join(problem.message for problem in error.problems), as_json)
     except RunNotFound as error:
         return fail(f"run: {error}", as_json, code="not_found", run_id=error.run_id)
+    except NotWaiting as error:
+        return fail(str(error), as_json, code="not_waiting", run_id=error.run_id)
     except IdempotencyConflict as error:
         return fail(str(error), as_json, code="idempotency_conflict", run_id=error.run_id)
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as error:

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from fence.runs import RunEvent, RunRecord
+from fence.runs import RunEvent, RunRecord, RunState
 from producer.client import Run
 
 
@@ -76,6 +76,13 @@ def print_record(record: RunRecord) -> None:
         rows.append(("result", record.result))
     if record.error:
         rows.append(("error", record.error))
+    if record.approval is not None and record.state is RunState.WAITING:
+        call = record.approval
+        arguments = json.dumps(call.arguments)
+        rows.append(
+            ("waiting for", f"approval of {call.name}({arguments}) until {when(call.deadline)}")
+        )
+        rows.append(("decide", f"fence approve {record.id} | fence deny {record.id}"))
     if record.corrupt:
         rows.append(("corrupt", f"{record.corrupt} (unreadable fields show safe values)"))
     if record.webhook_state is not None:

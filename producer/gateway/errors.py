@@ -21,11 +21,12 @@ import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import BaseRoute, Route
 
 from fence.messages import validate_session_id
-from fence.runs import RunNotFound
+from fence.runs import NotWaiting, RunNotFound
 from fence.validation import InvalidInput, Problem, problem
 from producer.gateway.models import ErrorDetail, ErrorResponse, FieldProblem, SubmitBody
 
@@ -39,8 +40,10 @@ DESCRIPTIONS = {
     401: "Missing or wrong bearer token.",
     404: "No such run (never accepted, or its record expired); error.run_id is the id asked for.",
     409: "Refused: the session is busy and the strategy is reject (error.code rejected; "
-    "the run is recorded as rejected), or the idempotency key was first used with a "
-    "different request (error.code idempotency_conflict). error.run_id names the run.",
+    "the run is recorded as rejected), the idempotency key was first used with a "
+    "different request (error.code idempotency_conflict), or a decision was sent for a "
+    "run that is not waiting for one (error.code not_waiting; the message gives its "
+    "state). error.run_id names the run.",
     413: "The request body is larger than FENCE_API_MAX_BODY_BYTES.",
     422: "Invalid input; error.field names the field and error.message the rule "
     "(body: not JSON, not UTF-8, or nested too deep).",
@@ -100,8 +103,9 @@ def check_session(session_id: str) -> str:
         raise GatewayError.invalid(InvalidInput.at("session_id", str(error))) from None
 
 
-def request_problem(error: Mapping[str, Any]) -> Problem:
-    """One of FastAPI's request validation errors as a field and a rule, without the input."""
+def request_problem(error: Mapping[str, Any], body: type[BaseModel] = SubmitBody) -> Problem:
+    """One of FastAPI's request validation errors as a field and a rule, without the
+    input; ``body`` is the model the route reads its body as."""
     loc = [str(part) for part in error.get("loc", ())]
     if loc and loc[0] in REQUEST_PARTS:
         loc = loc[1:]
@@ -109,7 +113,7 @@ def request_problem(error: Mapping[str, Any]) -> Problem:
         detail = (error.get("ctx") or {}).get("error", "")
         return problem(["body"], f"body: invalid JSON ({detail})")
     if error.get("type") == "extra_forbidden":
-        rule = f"unknown field; allowed: {', '.join(SubmitBody.model_fields)}"
+        rule = f"unknown field; allowed: {', '.join(body.model_fields)}"
     else:
         rule = str(error.get("msg", "invalid"))
     return problem(loc or ["body"], rule)
@@ -117,7 +121,11 @@ def request_problem(error: Mapping[str, Any]) -> Problem:
 
 def request_invalid(request: Request, errors: Sequence[Mapping[str, Any]]) -> GatewayError:
     """The 422 for a request FastAPI could not bind; a body that is not JSON says so."""
-    problems = [request_problem(error) for error in errors]
+    body_field = getattr(request.scope.get("route"), "body_field", None)
+    body = getattr(getattr(body_field, "field_info", None), "annotation", None)
+    if not (isinstance(body, type) and issubclass(body, BaseModel)):
+        body = SubmitBody
+    problems = [request_problem(error, body) for error in errors]
     body_error = any(tuple(error.get("loc", ()))[:1] == ("body",) for error in errors)
     if body_error and "json" not in request.headers.get("content-type", ""):
         problems = [problem(["body"], NOT_JSON)]
@@ -176,6 +184,10 @@ def install_error_handlers(app: FastAPI, routes: Iterable[BaseRoute]) -> None:
     async def run_not_found(_: Request, error: RunNotFound) -> JSONResponse:
         message = "run not found (never accepted, or its record expired)"
         return GatewayError(404, "not_found", message, run_id=error.run_id).response()
+
+    @app.exception_handler(NotWaiting)
+    async def not_waiting(_: Request, error: NotWaiting) -> JSONResponse:
+        return GatewayError(409, "not_waiting", str(error), run_id=error.run_id).response()
 
     @app.exception_handler(StarletteHTTPException)
     async def starlette_error(request: Request, error: StarletteHTTPException) -> JSONResponse:

@@ -19,6 +19,7 @@ from fence.runs.schema import (
     MAX_METADATA_BYTES,
     MAX_METADATA_DEPTH,
     MAX_METADATA_KEY_CHARS,
+    PendingApproval,
     WebhookState,
 )
 from fence.runs.webhooks import MAX_WEBHOOK_CHARS
@@ -147,6 +148,12 @@ class RunView(BaseModel):
     result: str | None = Field(description="The agent's answer (succeeded runs).")
     error: str | None = Field(description="Why it failed, was cancelled or rejected.")
     cancel_requested: bool
+    approval: PendingApproval | None = Field(
+        description="The tool call a waiting run needs a decision on (POST .../approval): "
+        "its id, tool name, arguments, the tool's JSON schema (parameters), and deadline "
+        "(epoch s; the run fails after it)."
+    )
+    waits: int = Field(description="Times the run paused for an approval.")
     corrupt: str | None = Field(
         description="What of the stored record could not be read (those fields show safe "
         "values); null when it is intact. A worker fails such a run."
@@ -161,6 +168,24 @@ class RunView(BaseModel):
     @classmethod
     def of(cls, record: RunRecord) -> RunView:
         return cls(run_id=record.id, **record.model_dump(exclude={"id"}))
+
+
+class ApprovalBody(BaseModel):
+    """A decision on the tool call a waiting run waits on."""
+
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+
+    approve: bool = Field(description="true runs the tool call, false denies it.")
+    arguments: dict[str, Any] | None = Field(
+        default=None,
+        description="With approve: run the tool with these instead of the model's "
+        "arguments; they must match the tool's schema (approval.parameters).",
+    )
+    reason: str | None = Field(
+        default=None,
+        description="With a denial: told to the model as the tool's result.",
+        max_length=2000,
+    )
 
 
 class SessionView(BaseModel):

@@ -20,6 +20,7 @@ from producer.client import Run, log_lost_publish
 from producer.gateway.errors import GatewayError, check_session, documented
 from producer.gateway.models import (
     NAME_SCHEMA,
+    ApprovalBody,
     ErrorResponse,
     HistoryPage,
     MessageView,
@@ -165,6 +166,25 @@ def cancel_run(run_id: RunId, gateway: Gateway) -> RunView:
     """A queued run leaves the queue; a running one stops at its next step and commits
     nothing (``cancel_requested`` is true until it does). A finished run is unchanged."""
     return RunView.of(gateway.store.cancel(run_id))
+
+
+@router.post(
+    "/runs/{run_id}/approval",
+    response_model=RunView,
+    responses=documented(404, 409),
+    summary="Approve or deny the tool call a waiting run waits on",
+)
+def decide_run(run_id: RunId, body: ApprovalBody, gateway: Gateway) -> RunView:
+    """The run resumes where it paused: an approved call runs (with ``arguments`` if
+    given), a denied one returns ``reason`` to the model as the tool's result. 409 if the
+    run is not waiting; 422 naming ``arguments.<name>`` if they do not match the tool."""
+    try:
+        record = gateway.store.decide(
+            run_id, approved=body.approve, arguments=body.arguments, reason=body.reason
+        )
+    except InvalidInput as invalid:
+        raise GatewayError.invalid(invalid) from None
+    return RunView.of(record)
 
 
 @router.get(
