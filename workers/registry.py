@@ -15,8 +15,9 @@ from fence.agents import Agent
 from fence.memory.base import BaseMemory
 from fence.memory.long_term import recall_from_settings
 from fence.memory.url import memory_factory
-from fence.models.local import EchoModel
+from fence.models.local import EchoModel, ToolEchoModel
 from fence.settings import get_settings
+from fence.tools import tool
 
 
 def demo(memory: BaseMemory) -> Agent:
@@ -39,6 +40,23 @@ def support(memory: BaseMemory) -> Agent:
     )
 
 
+@tool(requires_approval=True)
+def refund(order_id: str, cents: int) -> str:
+    """Refund part of an order to the customer's card."""
+    return f"refunded {cents} cents on order {order_id}"
+
+
+def refunds(memory: BaseMemory) -> Agent:
+    """Asks a person before each refund: ``refund order_id=A17 cents=500`` makes the run
+    wait for ``fence approve RUN`` (or a denial) before the tool runs."""
+    return Agent(
+        identifier="refunds",
+        model=ToolEchoModel(source="fence-demo"),
+        memory=memory,
+        tools=[refund],
+    )
+
+
 def refuse_long_term_without_search() -> None:
     """Raise ``ValueError`` naming ``FENCE_LONG_TERM_TOP_K`` if it is on and
     ``FENCE_MEMORY`` cannot search long-term memory (opens one memory to see)."""
@@ -47,5 +65,5 @@ def refuse_long_term_without_search() -> None:
         recall_from_settings(memory_factory(settings.memory)("fence-config-check"), settings)
 
 
-registry = {"demo": demo, "support": support}
+registry = {"demo": demo, "support": support, "refunds": refunds}
 refuse_long_term_without_search()

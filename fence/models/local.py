@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import time
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 from fence.errors import ModelError
-from fence.messages import Message, Role
+from fence.messages import Message, Role, ToolCall
 from fence.models.base import Model, ModelResponse, StreamItem, ToolSpec, Usage
 from fence.models.streaming import TextDelta, tool_call_deltas
 
@@ -62,6 +64,45 @@ class EchoModel(Model):
             yield TextDelta(text=word)
         yield from tool_call_deltas(response.tool_calls)
         yield response
+
+
+class ToolEchoModel(EchoModel):
+    """Calls the tool the user's message names, then says what it returned.
+
+    Offline tool use for demos and tests: when the newest user message names a tool
+    (a word equal to its name) and the turn holds no tool result yet, the reply asks
+    for that tool, with arguments from the message's ``name=value`` words (a value that
+    reads as JSON, such as ``500``, is sent as that). Once the tool's result is in the
+    turn, the answer is ``<tool>: <result>``. Any other message gets ``EchoModel``'s
+    answer.
+    """
+
+    model_id = "tool-echo"
+
+    def _complete(
+        self, messages: list[Message], system: str | None, tools: list[ToolSpec]
+    ) -> ModelResponse:
+        if messages and messages[-1].role is Role.TOOL:
+            result = messages[-1]
+            return ModelResponse(content=f"{result.name}: {result.content}", stop_reason="end_turn")
+        last_user = next((m.content for m in reversed(messages) if m.role is Role.USER), "")
+        named = {spec.name for spec in tools} & set(last_user.split())
+        if not named:
+            return super()._complete(messages, system, tools)
+        arguments = {
+            name: _json_or_text(value)
+            for name, sep, value in (word.partition("=") for word in last_user.split())
+            if sep and name
+        }
+        call = ToolCall(id=f"call-{len(messages)}", name=min(named), arguments=arguments)
+        return ModelResponse(tool_calls=(call,), stop_reason="tool_use")
+
+
+def _json_or_text(value: str) -> Any:
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
 
 
 def words(text: str) -> list[str]:

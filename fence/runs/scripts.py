@@ -8,8 +8,14 @@ Failure timeline (who may die where, and what then):
 * Worker dies before ``ACQUIRE``: the task is redelivered (acks late) or the
   sweeper re-dispatches it; nothing was written.
 * Worker dies holding the lease, before its memory commit: the lease expires,
-  the sweeper re-dispatches, the next worker runs the turn from scratch. The
-  dead worker wrote nothing to memory (commits are atomic).
+  the sweeper re-dispatches, the next worker resumes the turn from its journal
+  (``JOURNAL``: every step it finished is replayed, not run again; only the step
+  in flight may run twice). The dead worker wrote nothing to memory (commits are
+  atomic), and a stale one cannot journal (the write checks its token).
+* A run waiting for an approval (``PAUSE``) has no lease and no worker; the
+  sweeper leaves it alone (``SWEEP_SESSION``) until it is cancelled or its
+  deadline passes, then publishes it, and the worker that takes it ends it through
+  ``FINISH`` like any run. ``DECIDE`` journals a decision and queues it again.
 * Worker dies after the memory commit, before ``FINISH``: the next worker
   finds the turn already in memory (idempotent commit keyed by run id), does
   not call the model again, and runs ``FINISH``.

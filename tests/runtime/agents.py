@@ -36,6 +36,7 @@ from fence.memory.sqlite import SQLiteMemory
 from fence.messages import Message, Role
 from fence.models.base import Model, ModelResponse, StreamItem, ToolSpec
 from fence.models.streaming import TextDelta
+from fence.runs import AgentFactory
 
 RELEASE_TIMEOUT_S = 120
 MID_STREAM_HEAD = "first, "
@@ -137,11 +138,19 @@ def controlled(memory: BaseMemory) -> Agent:
     return ControlledAgent(identifier="controlled", model=ControlledModel(), memory=memory)
 
 
-def approver(memory: BaseMemory) -> Agent:
-    """``tests.runtime.approval_agents``'s, imported when used (it uses ``control``)."""
-    from tests.runtime.approval_agents import approver as build
+def with_tools(name: str) -> AgentFactory:
+    """An agent of ``tests.runtime.tool_agents``, imported when used (it uses ``control``)."""
 
-    return build(memory)
+    def build(memory: BaseMemory) -> Agent:
+        from tests.runtime import tool_agents
+
+        return getattr(tool_agents, name)(memory)
+
+    return build
 
 
-registry = {"controlled": controlled, "approver": approver}
+registry = {
+    "controlled": controlled,
+    "approver": with_tools("approver"),
+    "noter": with_tools("noter"),
+}
