@@ -18,6 +18,7 @@ from fence.runs import (
     Submission,
     load_registry,
 )
+from fence.runs.listing import Page, SessionSummary
 from fence.settings import Settings, get_settings
 from fence.validation import InvalidInput
 
@@ -152,6 +153,17 @@ class Producer:
         if self._agents is None:
             self._agents = frozenset(load_registry(self.settings.agents))
         return self._agents
+
+    def sessions(
+        self, state: str | None = None, limit: int = 50, cursor: str | None = None
+    ) -> Page[SessionSummary]:
+        """Sessions, most recently active first (``state``: ``busy``, ``idle`` or
+        ``waiting`` to list only those); ``page.next_cursor`` gives the next page."""
+        return self.store.sessions(state, limit, cursor)
+
+    def runs(self, session_id: str, limit: int = 50, cursor: str | None = None) -> Page[RunRecord]:
+        """A session's runs, newest first, finished ones until their records expire."""
+        return self.store.runs(session_id, limit, cursor)
 
     def check_agent(self, agent: str | None) -> str:
         """The agent a run would get (``None``: the default); ``InvalidInput`` naming

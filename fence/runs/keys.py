@@ -3,8 +3,9 @@
 Keys of one session carry the session id in a hash tag (``{...}``) so they
 share a Redis Cluster slot and multi-key Lua scripts stay legal. The only
 keys outside a session's slot are the run-id index (a run id alone must find
-its session), the index of possibly-active sessions the sweeper walks, the set of
-webhooks due, and the broker queue turns are published to.
+its session), the index of possibly-active sessions the sweeper walks, the index of
+all sessions by activity, the agents workers advertise, the set of webhooks due,
+and the broker queue turns are published to.
 """
 
 from __future__ import annotations
@@ -69,6 +70,12 @@ def journal(session_id: str, run_id: str) -> str:
     return f"{PREFIX}:{{{session_id}}}:journal:{run_id}"
 
 
+def session_runs(session_id: str) -> str:
+    """Sorted set: the session's run ids by when they were accepted (epoch s), for
+    listing them; members whose record expired are dropped as they are met."""
+    return f"{PREFIX}:{{{session_id}}}:runs"
+
+
 def run_prefix(session_id: str) -> str:
     """Scripts append a run id to this to address a run record of the same session."""
     return f"{PREFIX}:{{{session_id}}}:run:"
@@ -110,6 +117,14 @@ ACTIVE_SESSIONS = f"{PREFIX}:active-sessions"
 A superset: a session is added before it can become active and removed by
 the sweeper only after it was seen idle, so no active session is missing.
 """
+
+SESSIONS = f"{PREFIX}:sessions"
+"""Sorted set: every session by its last activity (a run accepted, paused, decided or
+finished; epoch s), for listing them; sessions idle for ``session_ttl_s`` are dropped."""
+
+AGENTS = f"{PREFIX}:agents"
+"""Hash: worker hostname -> JSON ``{"agents": [...], "until": epoch s}``, the agents each
+live worker can run (``fence.runs.advertised``); stale fields are dropped as they are met."""
 
 WEBHOOKS_DUE = f"{PREFIX}:webhooks-due"
 """Sorted set of runs whose webhook may still need sending (``webhook_due_member``), scored

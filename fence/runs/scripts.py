@@ -263,7 +263,7 @@ end
 SUBMIT = _lua(
     LOG
     + """
--- KEYS: session, mailbox, run, idempotency, session events, run events
+-- KEYS: session, mailbox, run, idempotency, session events, run events, session runs
 -- ARGV: run_id, strategy, has_idempotency, idempotency_ttl_s, now, run_prefix,
 --       run_ttl_s, max_events, field1, value1, ...
 -- RETURNS: {Submitted, run id (the earlier one if duplicate), runs ahead (-1: none),
@@ -276,6 +276,9 @@ end
 local fields = {}
 for i = 9, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', KEYS[3], unpack(fields))
+redis.call('ZADD', KEYS[7], ARGV[5], ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', tonumber(ARGV[5]) - tonumber(ARGV[7]))
+redis.call('EXPIRE', KEYS[7], ARGV[7])
 local active = redis.call('HGET', KEYS[1], '$active')
 local outcome
 if not active then

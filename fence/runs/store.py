@@ -21,7 +21,8 @@ from redis.client import Pipeline
 from redis.commands.core import Script
 from redis.exceptions import NoScriptError
 
-from fence.runs import approvals, keys, scripts
+from fence.messages import validate_session_id
+from fence.runs import approvals, keys, listing, scripts
 from fence.runs.approvals import NotWaiting
 from fence.runs.events import EventLog, EventType, RunEvent, event_id
 from fence.runs.keys import RunField, SessionField
@@ -331,24 +332,31 @@ class RunStore:
         entry = approvals.decision(pending, approved=approved, arguments=arguments, reason=reason)
         data: dict[str, Any] = {"id": pending.id, "approved": approved}
         data.update({k: v for k, v in (("arguments", arguments), ("reason", reason)) if v})
-        outcome, state = self._call(
-            self._decide,
-            [
-                keys.run(sid, run_id),
-                keys.journal(sid, run_id),
-                keys.session(sid),
-                *keys.event_logs(sid, run_id),
-            ],
-            [
-                run_id,
-                pending.id,
-                json.dumps(entry),
-                repr(time.time()),
-                self.settings.events_max,
-                self.settings.run_ttl_s,
-                json.dumps(data),
-            ],
-        )
+        at = time.time()
+
+        def queue(pipe: Pipeline) -> None:
+            _evalsha(
+                pipe,
+                self._decide,
+                [
+                    keys.run(sid, run_id),
+                    keys.journal(sid, run_id),
+                    keys.session(sid),
+                    *keys.event_logs(sid, run_id),
+                ],
+                [
+                    run_id,
+                    pending.id,
+                    json.dumps(entry),
+                    repr(at),
+                    self.settings.events_max,
+                    self.settings.run_ttl_s,
+                    json.dumps(data),
+                ],
+            )
+            _touch(pipe, sid, at, self.settings.session_ttl_s)
+
+        outcome, state = self._pipeline(queue)[0]
         if outcome == Decided.MISSING:
             raise RunNotFound(run_id)
         if outcome == Decided.NOT_WAITING:
@@ -374,6 +382,25 @@ class RunStore:
             token,
             ttl_ms if ttl_ms >= 0 else None,
         )
+
+    def sessions(
+        self,
+        state: listing.SessionState | str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> listing.Page[listing.SessionSummary]:
+        """Sessions, most recently active first; only those in ``state`` if given."""
+        return listing.sessions(self, state, limit, cursor)
+
+    def runs(
+        self, session_id: str, limit: int = 50, cursor: str | None = None
+    ) -> listing.Page[RunRecord]:
+        """The session's runs, newest first, until their records expire."""
+        try:
+            validate_session_id(session_id)
+        except ValueError as error:
+            raise InvalidInput.at("session_id", str(error)) from None
+        return listing.runs(self, session_id, limit, cursor)
 
     def gauges(self, scan_limit: int) -> RuntimeGauges:
         """Busy sessions and queue depths over the first ``scan_limit`` indexed sessions
@@ -497,8 +524,11 @@ class RunStore:
             "step": pending.step,
             "deadline": pending.deadline,
         }
-        return Paused(
-            self._call(
+        at = time.time()
+
+        def queue(pipe: Pipeline) -> None:
+            _evalsha(
+                pipe,
                 self._pause,
                 [
                     keys.lease(sid),
@@ -510,14 +540,16 @@ class RunStore:
                     lease.token,
                     run_id,
                     pending.model_dump_json(),
-                    repr(time.time()),
+                    repr(at),
                     attempts,
                     self.settings.events_max,
                     self.settings.run_ttl_s,
                     json.dumps(event),
                 ],
             )
-        )
+            _touch(pipe, sid, at, self.settings.session_ttl_s)
+
+        return Paused(self._pipeline(queue)[0])
 
     def acquire(self, session_id: str, run_id: str, worker: str) -> Lease | Skip:
         """Take the session's lease for its active run, or say why not (``Skip``)."""
@@ -635,8 +667,9 @@ class RunStore:
                 ],
             )
             pipe.expire(keys.run_index(run_id), self.settings.run_ttl_s)  # harmless if lost
+            _touch(pipe, sid, at, self.settings.session_ttl_s)
 
-        *_, outcome, _ = self._pipeline(queue)
+        *_, outcome, _, _, _ = self._pipeline(queue)
         if outcome[0] == Finished.LOST:
             raise LeaseLost(sid, run_id)
         return outcome[1] if outcome[0] == Finished.NEXT else None
@@ -781,16 +814,18 @@ class SubmitCall:
         fields = RunRecord.new_hash(run_id, request, now)
         pipe.set(keys.run_index(run_id), sid)
         pipe.zadd(keys.ACTIVE_SESSIONS, {sid: now})
+        pipe.zadd(keys.SESSIONS, {sid: now})
         if request.webhook and request.strategy is Strategy.REJECT:  # SUBMIT may end it
             _webhook_due(pipe, sid, run_id, now)
         pipe.evalsha(
             submit_sha,
-            6,
+            7,
             keys.session(sid),
             keys.mailbox(sid),
             keys.run(sid, run_id),
             keys.idempotency(sid, idem or "-"),
             *keys.event_logs(sid, run_id),
+            keys.session_runs(sid),
             run_id,
             request.strategy.value,
             "1" if idem else "0",
@@ -847,6 +882,13 @@ def _evalsha(
     client: redis.Redis | Pipeline, script: Script, keys: list[str], args: list[Any]
 ) -> Any:
     return client.evalsha(script.sha, len(keys), *keys, *args)
+
+
+def _touch(pipe: Pipeline, session_id: str, at: float, session_ttl_s: float) -> None:
+    """Two commands: the session's last activity in ``keys.SESSIONS`` is ``at``; sessions
+    idle for ``session_ttl_s`` leave it."""
+    pipe.zadd(keys.SESSIONS, {session_id: at})
+    pipe.zremrangebyscore(keys.SESSIONS, "-inf", at - session_ttl_s)
 
 
 def _webhook_due(pipe: Pipeline, session_id: str, run_id: str, at: float) -> None:

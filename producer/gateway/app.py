@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from fence.settings import Settings, get_settings
 from producer.client import Producer
 from producer.gateway import probes, routes, streams
+from producer.gateway.docs import install_docs
 from producer.gateway.errors import GatewayConfigError, documented, install_error_handlers
 from producer.gateway.guard import Guard
 from producer.gateway.state import GatewayState
@@ -48,7 +49,15 @@ def create_app(
             settings.default_agent,
             ", ".join(sorted(producer.agents)),
         )
-    app = FastAPI(title="Fence gateway", version="1", description=DESCRIPTION, lifespan=_lifespan)
+    app = FastAPI(
+        title="Fence gateway",
+        version="1",
+        description=DESCRIPTION,
+        lifespan=_lifespan,
+        docs_url=None,  # install_docs serves them with their assets, for offline use
+        redoc_url=None,
+    )
+    install_docs(app)
     app.state.gateway = GatewayState.build(settings, producer)
     for api in (routes.router, streams.router):
         app.include_router(

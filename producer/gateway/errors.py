@@ -160,12 +160,27 @@ def http_error(
         return invalid
     codes = {404: "not_found", 405: "method_not_allowed"}
     messages = {404: "no such path", 405: "method not allowed on this path"}
+    headers = getattr(error, "headers", None)
+    if error.status_code == 405:  # Starlette names the first matching route's methods only
+        headers = {**(headers or {}), "Allow": ", ".join(allowed_methods(request, routes))}
     return GatewayError(
         error.status_code,
         codes.get(error.status_code, "http_error"),
         messages.get(error.status_code, str(error.detail)),
-        headers=getattr(error, "headers", None),
+        headers=headers,
     )
+
+
+def allowed_methods(request: Request, routes: Iterable[BaseRoute]) -> list[str]:
+    """Every method some route serves on the request's path."""
+    path = request.scope["path"]
+    methods = {
+        method
+        for route in routes
+        if isinstance(route, Route) and route.path_regex.match(path)
+        for method in route.methods or ()
+    }
+    return sorted(methods)
 
 
 def install_error_handlers(app: FastAPI, routes: Iterable[BaseRoute]) -> None:

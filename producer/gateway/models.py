@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from fence.messages import IDENTIFIER_PATTERN, IDENTIFIER_RULE, Message, ToolCall
 from fence.runs import EventType, RunRecord, RunState, Strategy
 from fence.runs.events import EVENT_ID
+from fence.runs.listing import SessionState, SessionSummary
 from fence.runs.schema import (
     MAX_METADATA_BYTES,
     MAX_METADATA_DEPTH,
@@ -196,6 +197,33 @@ class SessionView(BaseModel):
         description="Ids of runs waiting, oldest first (at most the first 100)."
     )
     queued_count: int
+
+
+class SessionSummaryView(BaseModel):
+    session_id: str
+    state: SessionState = Field(
+        description="idle, busy (a run in flight) or waiting (its run waits for an approval)."
+    )
+    active_run: str | None
+    queued_count: int = Field(description="Runs queued behind the active one.")
+    last_activity: float = Field(
+        description="When a run of it was last accepted, paused, decided or finished."
+    )
+
+    @classmethod
+    def of(cls, summary: SessionSummary) -> SessionSummaryView:
+        return cls(**vars(summary))
+
+
+class SessionsPage(BaseModel):
+    sessions: list[SessionSummaryView] = Field(description="Most recently active first.")
+    next_cursor: str | None = Field(description="Pass as cursor for the next page; null last.")
+
+
+class RunsPage(BaseModel):
+    session_id: str
+    runs: list[RunView] = Field(description="Newest first.")
+    next_cursor: str | None = Field(description="Pass as cursor for the next page; null last.")
 
 
 class ToolCallView(BaseModel):

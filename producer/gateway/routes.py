@@ -8,6 +8,7 @@ it as ``before_seq`` for the older ones.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 import anyio.to_thread
@@ -15,6 +16,7 @@ from fastapi import APIRouter, Header, Path, Query, Response
 
 from fence.memory.sqlite import MissingDatabaseError
 from fence.runs import IdempotencyConflict, RunRecord, RunState, RunTimeout
+from fence.runs.listing import CURSOR, MAX_PAGE, Page, SessionState
 from fence.validation import InvalidInput
 from producer.client import Run, log_lost_publish
 from producer.gateway.errors import GatewayError, check_session, documented
@@ -24,7 +26,10 @@ from producer.gateway.models import (
     ErrorResponse,
     HistoryPage,
     MessageView,
+    RunsPage,
     RunView,
+    SessionsPage,
+    SessionSummaryView,
     SessionView,
     SubmitBody,
     SubmitResponse,
@@ -60,6 +65,15 @@ Wait = Annotated[
         allow_inf_nan=False,
         description=f"Seconds to wait for the run to finish (at most {MAX_WAIT_S:g}); "
         "the answer is the record then, finished or not.",
+    ),
+]
+
+PageLimit = Annotated[int, Query(ge=1, le=MAX_PAGE, description="Items per page.")]
+PageCursor = Annotated[
+    str | None,
+    Query(
+        description="The next_cursor of the previous page; none for the first.",
+        pattern=f"^{CURSOR.pattern}$",
     ),
 ]
 
@@ -185,6 +199,46 @@ def decide_run(run_id: RunId, body: ApprovalBody, gateway: Gateway) -> RunView:
     except InvalidInput as invalid:
         raise GatewayError.invalid(invalid) from None
     return RunView.of(record)
+
+
+@router.get(
+    "/sessions", response_model=SessionsPage, summary="Sessions, most recently active first"
+)
+def list_sessions(
+    gateway: Gateway,
+    state: Annotated[SessionState | None, Query(description="Only sessions in this state.")] = None,
+    limit: PageLimit = 50,
+    cursor: PageCursor = None,
+) -> SessionsPage:
+    page = _listed(lambda: gateway.store.sessions(state, limit, cursor))
+    return SessionsPage(
+        sessions=[SessionSummaryView.of(s) for s in page.items], next_cursor=page.next_cursor
+    )
+
+
+@router.get(
+    "/sessions/{session_id}/runs",
+    response_model=RunsPage,
+    summary="A session's runs, newest first",
+)
+def list_runs(
+    session_id: SessionId, gateway: Gateway, limit: PageLimit = 50, cursor: PageCursor = None
+) -> RunsPage:
+    """Finished runs stay listed until their records expire (FENCE_RUN_TTL_S)."""
+    check_session(session_id)
+    page = _listed(lambda: gateway.store.runs(session_id, limit, cursor))
+    return RunsPage(
+        session_id=session_id,
+        runs=[RunView.of(record) for record in page.items],
+        next_cursor=page.next_cursor,
+    )
+
+
+def _listed(read: Callable[[], Page]) -> Page:
+    try:
+        return read()
+    except InvalidInput as invalid:
+        raise GatewayError.invalid(invalid) from None
 
 
 @router.get(

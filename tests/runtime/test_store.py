@@ -98,6 +98,9 @@ def test_keys_of_one_session_share_a_cluster_slot(store: RunStore):
         keys.run("s1", "r1"),
         keys.run_prefix("s1") + "r2",
         keys.idempotency("s1", "k"),
+        keys.journal("s1", "r1"),
+        keys.session_runs("s1"),
+        *keys.event_logs("s1", "r1"),
     ]
     assert len({key_slot(k.encode()) for k in session_keys}) == 1
 
@@ -112,7 +115,7 @@ def test_every_key_written_is_named_in_the_keys_module(store: RunStore):
         assert (
             key.startswith("fence:{s1}:")
             or key.startswith(index_prefix)
-            or key == keys.ACTIVE_SESSIONS
+            or key in (keys.ACTIVE_SESSIONS, keys.SESSIONS)
         ), key
 
 
