@@ -6,6 +6,7 @@
     fence status RUN | fence cancel RUN                         follow or stop a run
     fence approve RUN [--arguments JSON] | fence deny RUN       decide a waiting run's tool call
     fence history SESSION | fence session SESSION               read memory / the queue
+    fence sessions [--state S] | fence runs SESSION             list sessions / a session's runs
     fence stack [--demo]                                        everything on this machine
     fence demo                                                  traffic + checks at a stack
 
@@ -17,7 +18,8 @@ failed/cancelled/rejected, not found, Redis unreachable), 2 usage error, 124
 ``--wait`` ended before the run did, 130 Ctrl-C.
 
 ``main`` (the console script) is in ``producer.cli.main``; each command group has a
-module (``runs``, ``approvals``, ``events``, ``history``, ``session``, ``demo``; ``fence stack`` is
-``producer.stack.command``) with its handler and an ``add_parser``; ``follow`` prints a
-run's answer as it comes and ``outcome`` how a followed or awaited run ends.
+module (``runs``, ``approvals``, ``events``, ``history``, ``session``, ``listing``,
+``demo``; ``fence stack`` is ``producer.stack.command``) with its handler and an
+``add_parser``; ``follow`` prints a run's answer as it comes and ``outcome`` how a
+followed or awaited run ends.
 """

@@ -15,7 +15,7 @@ from fence.errors import FenceError
 from fence.runs import IdempotencyConflict, NotWaiting, RunNotFound
 from fence.settings import Settings, get_settings
 from fence.validation import InvalidInput
-from producer.cli import approvals, demo, events, history, runs, session
+from producer.cli import approvals, demo, events, history, listing, runs, session
 from producer.cli.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, CliError
 from producer.cli.output import emit_json, redact
 from producer.stack import command as stack
@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     events.add_parser(commands, common)
     history.add_parser(commands, common)
     session.add_parser(commands, common)
+    listing.add_parsers(commands, common)
     stack.add_parser(commands, common)
     demo.add_parser(commands, common)
     return parser
