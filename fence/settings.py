@@ -88,6 +88,17 @@ class Settings(BaseSettings):
         description="Text a worker's model generates within this window is logged as one "
         "text.delta, in one Redis call: the longest a piece of text waits to be logged.",
     )
+    agents_ttl_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="A worker's advertised agents count as live this long after it last "
+        "refreshed them (every third of it, from its event heartbeat).",
+    )
+    require_live_agent: bool = Field(
+        default=False,
+        description="Refuse a submit while no live worker advertises its agent (by default "
+        "it is accepted and waits for one: accepted means durable).",
+    )
     approval_timeout_s: float = Field(
         default=24 * 3600,
         gt=0,

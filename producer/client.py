@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import math
+import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -16,13 +18,16 @@ from fence.runs import (
     SessionInfo,
     Strategy,
     Submission,
-    load_registry,
+    advertised,
 )
 from fence.runs.listing import Page, SessionSummary
 from fence.settings import Settings, get_settings
 from fence.validation import InvalidInput
 
 log = logging.getLogger(__name__)
+
+AGENTS_CACHE_S = 2.0
+"""How stale the advertised agents a producer checks names against may be."""
 
 
 class RunError(Exception):
@@ -146,13 +151,20 @@ class Producer:
         self.settings = settings or get_settings()
         self.store = RunStore.from_url(redis_url or self.settings.redis_url, self.settings)
         self._agents = frozenset(agents) if agents is not None else None
+        self._live: frozenset[str] = frozenset()
+        self._live_read_at = -math.inf
 
     @property
     def agents(self) -> frozenset[str]:
-        """Agent names workers can run (from ``FENCE_AGENTS`` unless given)."""
-        if self._agents is None:
-            self._agents = frozenset(load_registry(self.settings.agents))
-        return self._agents
+        """Agent names live workers advertise (``fence.runs.advertised``; read at most
+        every ``AGENTS_CACHE_S``), or the fixed set given to the constructor."""
+        if self._agents is not None:
+            return self._agents
+        if time.monotonic() - self._live_read_at > AGENTS_CACHE_S:
+            live = advertised.live_agents(self.store.redis)
+            self._live = frozenset(name for names in live.values() for name in names)
+            self._live_read_at = time.monotonic()
+        return self._live
 
     def sessions(
         self, state: str | None = None, limit: int = 50, cursor: str | None = None
@@ -167,11 +179,16 @@ class Producer:
 
     def check_agent(self, agent: str | None) -> str:
         """The agent a run would get (``None``: the default); ``InvalidInput`` naming
-        ``agent`` unless workers can run it."""
+        ``agent`` if live workers advertise agents and not this one. With no live worker
+        it is accepted (it waits for one), unless ``FENCE_REQUIRE_LIVE_AGENT`` is on."""
         name = self.settings.default_agent if agent is None else agent
-        if name not in self.agents:
-            known = ", ".join(sorted(self.agents))
-            raise InvalidInput.at("agent", f"unknown agent {name!r}; known: {known}")
+        known = self.agents
+        if not known and self.settings.require_live_agent:
+            rule = f"no live worker runs agent {name!r} (FENCE_REQUIRE_LIVE_AGENT is on)"
+            raise InvalidInput.at("agent", rule)
+        if known and name not in known:
+            names = ", ".join(sorted(known))
+            raise InvalidInput.at("agent", f"unknown agent {name!r}; known: {names}")
         return name
 
     def submit(

@@ -13,7 +13,7 @@ SWEEP = "fence.sweep"
 def create_app(settings: Settings | None = None) -> Celery:
     """Build the app with the settings the runtime's guarantees rely on."""
     settings = settings or get_settings()
-    app = Celery("fence", broker=settings.redis_url, include=["workers.tasks"])
+    app = Celery("fence", broker=settings.redis_url, include=["workers.tasks", "workers.advertise"])
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],

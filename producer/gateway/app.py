@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,7 +17,6 @@ from producer.gateway.errors import GatewayConfigError, documented, install_erro
 from producer.gateway.guard import Guard
 from producer.gateway.state import GatewayState
 
-log = logging.getLogger("fence.gateway")
 BEARER = "HTTPBearer"
 """The security scheme's name in the document."""
 
@@ -43,12 +41,6 @@ def create_app(
         raise GatewayConfigError("auth is required but FENCE_API_TOKENS names no token")
     if producer is None:
         producer = Producer(settings=settings)
-    if settings.default_agent not in producer.agents:  # loads FENCE_AGENTS: fails at start
-        log.warning(
-            "FENCE_DEFAULT_AGENT %r is not in FENCE_AGENTS (%s): requests must name an agent",
-            settings.default_agent,
-            ", ".join(sorted(producer.agents)),
-        )
     app = FastAPI(
         title="Fence gateway",
         version="1",
@@ -83,7 +75,7 @@ def create_app(
         routes=declared,
     )
     install_error_handlers(app, declared)
-    _document(app, sorted(producer.agents), settings.webhook_allow, require_auth)
+    _document(app, producer, settings.webhook_allow, require_auth)
     return app
 
 
@@ -94,12 +86,13 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 def _document(
-    app: FastAPI, agents: list[str], webhook_prefixes: list[str], require_auth: bool
+    app: FastAPI, producer: Producer, webhook_prefixes: list[str], require_auth: bool
 ) -> None:
     """Name the agents this deployment runs, and the webhooks it takes, in the document, so
-    clients (and schemathesis) know which values are valid; they come from ``FENCE_AGENTS``
-    and ``FENCE_WEBHOOK_ALLOW`` at start-up. A webhook is documented as an allowed prefix
-    and a plain path after it (a subset of what is accepted); none when none is allowed.
+    clients (and schemathesis) know which values are valid: the agents live workers
+    advertise when the document is first asked for (any agent name, if none does yet),
+    and ``FENCE_WEBHOOK_ALLOW``. A webhook is documented as an allowed prefix and a plain
+    path after it (a subset of what is accepted); none when none is allowed.
 
     With auth on, every ``/v1`` operation is documented as needing the bearer token. The
     ``Guard`` checks it; a FastAPI security dependency would only repeat that check on
@@ -114,7 +107,12 @@ def _document(
         if app.openapi_schema is None:
             document = build()
             properties = document["components"]["schemas"]["SubmitBody"]["properties"]
-            properties["agent"]["anyOf"] = [{"type": "string", "enum": agents}, {"type": "null"}]
+            agents = sorted(producer.agents)
+            if agents:
+                properties["agent"]["anyOf"] = [
+                    {"type": "string", "enum": agents},
+                    {"type": "null"},
+                ]
             properties["webhook"].pop("maxLength", None)
             properties["webhook"]["anyOf"] = webhook_forms
             if require_auth:
