@@ -19,7 +19,6 @@ TURNS = 5
 CONCURRENCY = 8
 TIMEOUT_S = 300.0
 """The demo's defaults, for ``fence demo`` and ``fence stack --demo``."""
-WORKER_PING_TIMEOUT_S = 5.0
 
 
 def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -68,9 +67,9 @@ def run_demo_command(
 ) -> int:
     """Run the demo against the runtime ``settings`` name; print its report."""
     producer = Producer(settings=settings)
-    agent = producer.check_agent(agent)  # one error up front, not one per turn
     producer.store.redis.ping()
-    require_a_worker(settings)
+    require_a_worker(producer)
+    agent = producer.check_agent(agent)  # one error up front, not one per turn
     if not as_json:
         print(
             f"demo: {sessions} sessions x {turns} turns from {concurrency} client threads, "
@@ -93,22 +92,12 @@ def run_demo_command(
     return EXIT_OK if report.passed else EXIT_ERROR
 
 
-def require_a_worker(settings: Settings, timeout: float = WORKER_PING_TIMEOUT_S) -> None:
-    """Fail fast, not after the demo's timeout, when no worker serves this Redis.
-
-    Asks with Celery's broadcast ping, from a client that knows only the broker (it
-    sends no task). Celery is loaded here, not for every ``fence`` command."""
-    from celery import Celery
-
-    app = Celery("fence-cli", broker=settings.redis_url, set_as_current=False)
-    app.conf.broker_use_ssl = settings.broker_use_ssl  # as the workers do
-    try:
-        replies = app.control.ping(timeout=timeout, limit=1)
-    finally:
-        app.close()
-    if not replies:
+def require_a_worker(producer: Producer) -> None:
+    """Fail fast, not after the demo's timeout, when no live worker serves this Redis
+    (none advertises its agents: ``fence.runs.advertised``)."""
+    if not producer.agents:
         raise CliError(
-            f"no worker answered within {timeout:g} s on {redact(settings.redis_url)}: start "
-            "the stack (fence stack) or a worker (celery -A workers worker), or point "
-            "FENCE_REDIS_URL at theirs (source .fence/stack/env)"
+            f"no live worker on {redact(producer.settings.redis_url)}: start the stack "
+            "(fence stack) or a worker (celery -A workers worker), or point FENCE_REDIS_URL "
+            "at theirs (source .fence/stack/env)"
         )

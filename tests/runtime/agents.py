@@ -37,6 +37,7 @@ from fence.messages import Message, Role
 from fence.models.base import Model, ModelResponse, StreamItem, ToolSpec
 from fence.models.streaming import TextDelta
 from fence.runs import AgentFactory
+from tests.runtime.durable_agents import durable
 
 RELEASE_TIMEOUT_S = 120
 MID_STREAM_HEAD = "first, "
@@ -151,6 +152,7 @@ def with_tools(name: str) -> AgentFactory:
 
 registry = {
     "controlled": controlled,
+    "durable": durable,
     "approver": with_tools("approver"),
     "noter": with_tools("noter"),
 }
