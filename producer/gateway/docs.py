@@ -47,7 +47,7 @@ def install_docs(app: FastAPI) -> None:
         return get_swagger_ui_html(
             openapi_url=f"{root}{app.openapi_url}",
             title=f"{app.title} - Swagger UI",
-            swagger_js_url="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui-bundle.js",
+            swagger_js_url=f"{root}{ASSETS_URL}/swagger-ui-bundle.js",
             swagger_css_url=f"{root}{ASSETS_URL}/swagger-ui.css",
             swagger_favicon_url=f"{root}{ASSETS_URL}/favicon.png",
             oauth2_redirect_url=f"{root}{redirect}" if redirect else None,
@@ -67,7 +67,7 @@ def install_docs(app: FastAPI) -> None:
             redoc_favicon_url=f"{root}{ASSETS_URL}/favicon.png",
             with_google_fonts=False,
         )
-        pass
+        page.headers["Content-Security-Policy"] = REDOC_POLICY
         return page
 
     app.add_route(DOCS_URL, swagger_ui, include_in_schema=False)
