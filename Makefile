@@ -7,7 +7,7 @@ PYTHON     := $(VENV)/bin/python
 RUN_STAMP  := $(VENV)/.run-stamp
 TEST_STAMP := $(VENV)/.test-stamp
 
-.PHONY: install install-test redis-server run test lint bench
+.PHONY: install install-test redis-server chromium run test lint bench
 
 $(RUN_STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -33,10 +33,20 @@ redis-server:
 	         "or brew install redis (macOS)"; exit 1; \
 	  fi; }
 
+# The browser tests drive Debian's chromium with Playwright (never a downloaded browser).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  else \
+	    echo "chromium is needed for tests/browser: sudo apt-get install -y chromium (Debian)," \
+	         "or put a chromium or chromium-browser binary on the PATH"; exit 1; \
+	  fi; }
+
 run: $(RUN_STAMP) redis-server
 	$(VENV)/bin/fence stack --demo
 
-test: $(TEST_STAMP) redis-server
+test: $(TEST_STAMP) redis-server chromium
 	$(VENV)/bin/ruff check .
 	$(PYTHON) -m pytest
 

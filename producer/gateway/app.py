@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from fence.settings import Settings, get_settings
 from producer.client import Producer
 from producer.gateway import probes, routes, streams
+from producer.gateway.console import install_console
 from producer.gateway.docs import install_docs
 from producer.gateway.errors import GatewayConfigError, documented, install_error_handlers
 from producer.gateway.guard import Guard
@@ -50,6 +51,7 @@ def create_app(
         redoc_url=None,
     )
     install_docs(app)
+    install_console(app)
     app.state.gateway = GatewayState.build(settings, producer)
     for api in (routes.router, streams.router):
         app.include_router(

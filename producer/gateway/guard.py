@@ -19,6 +19,7 @@ from starlette.routing import BaseRoute, Match
 from fence.plain_json import nesting_rule, text_nesting
 from fence.runs.schema import MAX_METADATA_DEPTH
 from fence.validation import InvalidInput
+from producer.gateway.console import CONSOLE_PATHS
 from producer.gateway.docs import ASSET_PATHS, DOCS_URL, REDOC_URL
 from producer.gateway.errors import GatewayError
 from producer.gateway.metrics import GatewayMetrics
@@ -26,9 +27,13 @@ from producer.gateway.metrics import GatewayMetrics
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 KNOWN_METHODS = BODY_METHODS | {"GET", "HEAD", "OPTIONS"}
 """Metric labels stay bounded whatever method a client sends."""
-OPEN_PATHS = frozenset({"/healthz", "/metrics", "/openapi.json", DOCS_URL, REDOC_URL}) | ASSET_PATHS
-"""Served without a token (probes, scrapers, the API document and the pages showing it, with
-their assets); everything else needs one."""
+OPEN_PATHS = (
+    frozenset({"/healthz", "/metrics", "/openapi.json", DOCS_URL, REDOC_URL})
+    | ASSET_PATHS
+    | CONSOLE_PATHS
+)
+"""Served without a token (probes, scrapers, the API document and the pages showing it, the
+console's page, with their assets); everything else needs one."""
 NOT_UTF8 = "body: must be JSON encoded as UTF-8 (found bytes that are not UTF-8)"
 
 Scope = MutableMapping[str, Any]

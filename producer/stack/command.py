@@ -214,6 +214,7 @@ def print_stack(stack: LocalStack) -> None:
         rows.append(("Flower", "off (--no-flower)"))
     if stack.gateway_url:
         rows.append(("Gateway", f"{stack.gateway_url}  Authorization: Bearer {stack.api_token}"))
+        rows.append(("Console", f"{stack.gateway_url}/console  (log in with the gateway's token)"))
     else:
         rows.append(("Gateway", "off"))
     rows.append(("Memory", stack.memory_url))
