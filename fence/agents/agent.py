@@ -182,14 +182,19 @@ class Agent:
             checkpoint()
         return self._commit(turn_id, prepared, fenced=fenced)
 
-    def stream(self, prompt: str, *, turn_id: str | None = None) -> Iterator[AgentEvent]:
+    def stream(
+        self, prompt: str, *, turn_id: str | None = None, journal: Journal | None = None
+    ) -> Iterator[AgentEvent]:
         """Run one turn as ``run_turn`` does, yielding what happens as it happens: the
         model's text as it is generated, each tool call and result, and, once the turn
         is committed, a ``TurnEvent`` with the ``TurnResult``. Nothing is written
-        unless the turn finishes; stopping early writes nothing."""
+        unless the turn finishes; stopping early writes nothing. A ``journal`` works as
+        in ``run_turn`` (its steps are yielded again, not run again)."""
         turn_id = turn_id or uuid.uuid4().hex
         context = ToolContext("", turn_id, self.memory.session_id, 1)
-        prepared = yield from self._steps(prompt, lambda: None, streamed=True, context=context)
+        prepared = yield from self._steps(
+            prompt, lambda: None, streamed=True, context=context, journal=journal
+        )
         yield TurnEvent(self._commit(turn_id, prepared, fenced=False))
 
     def _commit(self, turn_id: str, prepared: PreparedTurn, *, fenced: bool) -> TurnResult:

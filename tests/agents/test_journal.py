@@ -156,3 +156,16 @@ def test_arguments_are_checked_against_the_tools_schema():
     problems = refund.check({"order_id": "A1", "cents": "lots"})
     assert [field for field, _ in problems] == ["cents"]
     assert [field for field, _ in refund.check({"order_id": "A1"})] == ["cents"]
+
+
+def test_a_streamed_turn_resumes_from_its_journal_after_an_approval(memory):
+    agent = Agent("bot", refund_model(), memory=memory, tools=[refund])
+    journal = InMemoryJournal()
+    with pytest.raises(ApprovalRequired) as paused:
+        list(agent.stream("refund A1", turn_id="r", journal=journal))
+
+    journal.decide(paused.value, approved=True)
+    events = list(agent.stream("refund A1", turn_id="r", journal=journal))
+
+    assert events[-1].result.answer == "ok" and events[-1].result.committed
+    assert len(agent.model.calls) == 2
