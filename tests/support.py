@@ -143,6 +143,12 @@ class Runtime:
         self.control.close()
 
 
+def fence_script() -> list[str]:
+    """The installed ``fence`` console script (what users run), else the module."""
+    script = Path(sys.executable).with_name("fence")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "producer.cli"]
+
+
 def new_key() -> str:
     return uuid.uuid4().hex[:10]
 

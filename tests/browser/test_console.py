@@ -5,8 +5,9 @@ shown as text. Assertions are on the DOM; screenshots go to the test's tmp_path.
 
 from __future__ import annotations
 
+import os
 import re
-import threading
+import subprocess
 import uuid
 
 import pytest
@@ -14,6 +15,7 @@ from playwright.sync_api import Page, expect
 
 from fence.runs import EventType, RunState
 from producer import Run
+from tests.support import REPO, fence_script
 
 from .conftest import BrowserStack, PageLog
 
@@ -52,27 +54,28 @@ def test_a_wrong_token_is_refused_and_the_right_one_is_kept_for_the_tab(
     expect(console.locator("h1")).to_have_text("Sessions")
 
 
-def test_the_sessions_table_fills_while_traffic_runs(
+def test_the_sessions_table_fills_while_the_demo_runs(
     console: Page, browser_stack: BrowserStack, screenshot
 ):
     log_in(console, browser_stack)
-    sessions = [unique("traffic") for _ in range(4)]
-    producer = browser_stack.runtime.producer
-
-    def traffic() -> None:
-        runs = [producer.submit(s, f"turn {n} sleep=0.05") for n in range(3) for s in sessions]
-        for run in runs:
-            run.result(timeout=60)
-
-    sender = threading.Thread(target=traffic)
-    sender.start()
-    for session in sessions:  # each appears as the table refreshes, busy or idle
-        expect(console.locator(f'#sessions-table tr[data-session="{session}"]')).to_have_count(1)
-    screenshot("sessions-filling")
-    sender.join(timeout=60)
-    for session in sessions:
-        row = console.locator(f'#sessions-table tr[data-session="{session}"]')
-        expect(row.locator(".state")).to_have_text("idle")
+    env = {**os.environ, **browser_stack.runtime.env}
+    demo = subprocess.Popen(
+        [*fence_script(), "demo", "--sessions", "6", "--turns", "3", "--agent", "controlled"],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        rows = console.locator('#sessions-table tr[data-session^="demo-"]')
+        expect(rows).to_have_count(6, timeout=60_000)  # each appears as the table refreshes
+        screenshot("sessions-filling")
+        output, _ = demo.communicate(timeout=120)
+    finally:
+        demo.kill()
+    assert demo.returncode == 0, output
+    expect(rows.locator(".state").filter(has_text="idle")).to_have_count(6)
     screenshot("sessions-idle")
 
 

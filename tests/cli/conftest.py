@@ -6,17 +6,15 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
 from fence.settings import get_settings
 from producer.cli.main import main
 from producer.stack.launch import start_redis
-from tests.support import Runtime
+from tests.support import Runtime, fence_script  # noqa: F401 - the tests import it from here
 
 
 @dataclass(frozen=True)
@@ -58,12 +56,6 @@ def fence(runtime, monkeypatch, capsys) -> Iterator[Callable[..., Result]]:
 
     yield run
     get_settings.cache_clear()
-
-
-def fence_script() -> list[str]:
-    """The installed ``fence`` console script (what users run), else the module."""
-    script = Path(sys.executable).with_name("fence")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "producer.cli"]
 
 
 # -- process trees: prove a stack leaves nothing behind --------------------------------
