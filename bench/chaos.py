@@ -14,9 +14,13 @@ mode (``--mode``, default all):
   briefly so the driver can stop the worker right there
   (``bench/chaos_agents.py``); the driver then cancels that run, makes its
   model fail on the takeover, or leaves the takeover to commit it, and resumes
-  the stopped worker the moment the run ends. A stale worker that commits
-  after the takeover ended the run ``failed`` or ``cancelled`` shows under
-  "non-succeeded runs in memory". At most half the workers are stopped at once.
+  the stopped worker the moment the run ends. A takeover resumes from the run's
+  step journal, so it replays the stopped worker's model reply rather than call
+  the model: the turns whose model is to fail are marked to run without the
+  journal, as every turn did before turns were journaled. A stale worker that
+  commits after the takeover ended the run ``failed`` or ``cancelled`` shows
+  under "non-succeeded runs in memory"; a held run that did not end as the
+  driver meant is noted. At most half the workers are stopped at once.
 * ``redis``: redis-server is SIGKILLed and restarted on the same port and data
   directory (AOF, ``appendfsync always``) after a moment down.
 * ``memory-stall``: memory is DynamoDB on a moto server in a process of its
@@ -116,8 +120,14 @@ TICK_S = 0.1
 SETTLE_S = 30.0
 """After a phase, how long the workers get to finish what they were doing when resumed."""
 MODES = ("kill", "stop", "redis", "memory-stall")
-ENDINGS = ("cancelled", "failed", "taken over")
-"""What the driver makes of a run whose worker it stopped at the commit."""
+ENDINGS = {
+    "cancelled": RunState.CANCELLED,
+    "failed": RunState.FAILED,
+    "taken over": RunState.SUCCEEDED,
+}
+"""What the driver makes of a run whose worker it stopped at the commit, and the
+state that leaves the run in. ``failed`` is for the unjournaled marked turns only:
+a journaled takeover does not call the model."""
 REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 
@@ -337,9 +347,8 @@ class StopChaos(PauseChaos):
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
-        self.held: set[str] = set()
-        """Runs whose worker was stopped at the commit: each is stopped there once."""
-        self.endings: collections.Counter[str] = collections.Counter()
+        self.held: dict[str, str] = {}
+        """Runs whose worker was stopped at the commit (each once), and their ending."""
         self.random_stops = 0
         self.events = self.rt.redis.pubsub(ignore_subscribe_messages=True)
         self.events.subscribe(chaos_agents.HOLDS_CHANNEL)
@@ -360,8 +369,9 @@ class StopChaos(PauseChaos):
         self.resume_due()
 
     def on_commit(self, worker: ManagedProcess | None, run_id: str) -> None:
-        """A worker is about to commit ``run_id``: stop it there (once per run),
-        then cancel the run, make its model fail, or leave it to the takeover."""
+        """A worker is about to commit ``run_id``: stop it there (once per run), then
+        make its model fail on the takeover if the turn runs unjournaled, else cancel
+        the run or leave it to the takeover."""
         run = self.runs.get(run_id)
         if (
             run is not None
@@ -370,17 +380,18 @@ class StopChaos(PauseChaos):
             and self.has_room(worker)
             and not self.done.is_set()
         ):
-            self.held.add(run_id)
             self.events.subscribe(keys.done_channel(run_id))
             self.pause(worker, HELD_MAX_S, run_id)
             self.injected += 1
-            ending = self.rng.choice(ENDINGS)
-            self.endings[ending] += 1
-            if ending == "cancelled":
-                self.rt.store.cancel(run.id, run.session_id)
-            elif ending == "failed":
-                message = self.rt.store.get(run.id, run.session_id).message
+            message = self.rt.store.get(run.id, run.session_id).message
+            if chaos_agents.UNJOURNALED_MARK in message:
+                ending = "failed"
                 self.rt.redis.sadd(chaos_agents.FAILING_KEY, message)
+            else:
+                ending = self.rng.choice(["cancelled", "taken over"])
+                if ending == "cancelled":
+                    self.rt.store.cancel(run.id, run.session_id)
+            self.held[run_id] = ending
         release = chaos_agents.release_key(run_id)
         self.rt.redis.pipeline().rpush(release, "go").expire(release, 60).execute()
 
@@ -404,10 +415,16 @@ class StopChaos(PauseChaos):
         self.events.close()
 
     def detail(self) -> str:
-        endings = ", ".join(f"{self.endings[e]} {e}" for e in ENDINGS)
+        counts = collections.Counter(self.held.values())
+        endings = ", ".join(f"{counts[e]} {e}" for e in ENDINGS)
+        held = [self.runs[run_id] for run_id in self.held]
+        states = [record.state if record else None for record in self.rt.records(held)]
+        otherwise = sum(
+            state is not ENDINGS[self.held[run.id]] for run, state in zip(held, states, strict=True)
+        )
         return (
-            f"{self.random_stops} at random moments; "
-            f"{sum(self.endings.values())} between answer and commit ({endings})"
+            f"{self.random_stops} at random moments; {len(held)} between answer and "
+            f"commit ({endings}; {otherwise} ended otherwise)"
         )
 
 
@@ -449,8 +466,11 @@ def run_phase(
     workload = []
     for t in range(size.turns):
         for s in range(size.sessions):
-            marked = mode == "stop" and rng.random() < size.hold_fraction
-            mark = f" {chaos_agents.HOLD_MARK}" if marked else ""
+            mark = ""
+            if mode == "stop" and rng.random() < size.hold_fraction:
+                mark = f" {chaos_agents.HOLD_MARK}"
+                if rng.random() < 1 / len(ENDINGS):  # its model is to fail on the takeover
+                    mark += f" {chaos_agents.UNJOURNALED_MARK}"
             workload.append((f"{mode}-s{s}", f"{mode}-s{s} turn {t}{mark}"))
     exits_before = fleet.exits
     started = time.time()

@@ -1,6 +1,6 @@
 """Agent registry of the chaos benchmark (``FENCE_AGENTS=bench.chaos_agents:registry``).
 
-The ``bench`` agent of ``bench/agents.py``, plus two hooks that let the chaos
+The ``bench`` agent of ``bench/agents.py``, plus hooks that let the chaos
 driver hit the narrowest window of a turn: after its answer was saved in
 Redis, before its memory commit. Only user messages containing ``HOLD_MARK``
 use them, so every other turn costs what it does in ``bench/agents.py``.
@@ -9,8 +9,11 @@ use them, so every other turn costs what it does in ``bench/agents.py``.
   ``"<process group> <run id>"`` on ``HOLDS_CHANNEL`` and, if the driver
   listens, waits up to ``HOLD_WAIT_S`` on ``release_key(run id)``: meanwhile
   the driver can SIGSTOP that worker's process group.
-* The model fails while the message is in ``FAILING_KEY`` (a set), so a
-  worker that takes the run over ends it ``failed`` without a commit.
+* A message that also contains ``UNJOURNALED_MARK`` runs without the run's step
+  journal, so a worker that takes the run over calls the model again instead of
+  replaying the reply the stopped worker journaled; the model fails while the
+  message is in ``FAILING_KEY`` (a set), so that takeover ends the run ``failed``
+  without a commit. A journaled turn's takeover replays the reply and commits.
 """
 
 from __future__ import annotations
@@ -22,9 +25,8 @@ from typing import Any
 
 import redis
 
-from bench.agents import bench as plain_bench
-from bench.agents import latency_s
-from fence.agents import Agent
+from bench.agents import WINDOW_TOKENS, latency_s
+from fence.agents import Agent, PreparedTurn
 from fence.errors import ModelError
 from fence.memory.base import BaseMemory
 from fence.memory.sqlite import SQLiteMemory
@@ -33,6 +35,7 @@ from fence.models.base import ModelResponse, ToolSpec
 from fence.models.local import EchoModel
 
 HOLD_MARK = "[hold]"
+UNJOURNALED_MARK = "[unjournaled]"
 HOLD_WAIT_S = 2
 """How long a marked commit waits for the driver before going ahead anyway."""
 
@@ -77,10 +80,25 @@ class HoldingMemory(SQLiteMemory):
         return super().commit_turn(turn_id, messages, **fencing)
 
 
+class ChaosAgent(Agent):
+    """``Agent`` that runs a message marked ``UNJOURNALED_MARK`` without the journal."""
+
+    def prepare_turn(self, prompt: str, **options: Any) -> PreparedTurn:
+        if UNJOURNALED_MARK in prompt:
+            options["journal"] = None
+        return super().prepare_turn(prompt, **options)
+
+
 def bench(memory: BaseMemory) -> Agent:
+    """``bench/agents.py``'s ``bench`` with the hooks above."""
     if isinstance(memory, SQLiteMemory):  # the stop mode's memory; others are not held
         memory = HoldingMemory(memory.db_path, memory.session_id)
-    return plain_bench(memory, FailableEchoModel(latency=latency_s()))
+    return ChaosAgent(
+        identifier="bench",
+        model=FailableEchoModel(latency=latency_s()),
+        memory=memory,
+        max_memory_size=WINDOW_TOKENS,
+    )
 
 
 registry = {"bench": bench}

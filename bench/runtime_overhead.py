@@ -62,7 +62,7 @@ from bench._runtime import (  # noqa: E402
     throughput,
 )
 from fence.memory.sqlite import SQLiteMemory  # noqa: E402
-from fence.runs import RunRequest, RunStore, load_registry  # noqa: E402
+from fence.runs import RunRequest, RunState, RunStore, load_registry  # noqa: E402
 from workers.turn import TurnExecutor  # noqa: E402
 
 TARGET_RATIO = 0.7
@@ -166,7 +166,7 @@ def in_process_turns(rt: BenchRuntime, turns: int, sessions: int, profile: bool)
     while ready:
         session_id, run_id = ready.popleft()
         outcome = executor.execute(session_id, run_id, worker="in-process")
-        if outcome != "succeeded":
+        if outcome is None or outcome.state is not RunState.SUCCEEDED:
             raise RuntimeError(f"in-process turn {run_id} ended {outcome!r}")
         done += 1
     if profiler:

@@ -104,8 +104,16 @@ class TurnExecutor:
         self.settings = settings
         self.leases = LeaseRenewer(store, settings.lease_renew_ms / 1000)
 
-    def execute(self, session_id: str, run_id: str, worker: str) -> str:
-        """Run ``run_id`` if it is its session's turn; return what happened."""
+    def execute(
+        self,
+        session_id: str,
+        run_id: str,
+        worker: str,
+        on_retry: Callable[[int, str], None] | None = None,
+    ) -> Outcome | None:
+        """Run ``run_id`` if it is its session's turn. Returns how this delivery left the
+        run (ended, ``waiting``, or ``running`` when deferred, with why in ``error``), or
+        None when another delivery has it (not its turn, or the lease was lost)."""
         context = {"session_id": session_id, "run_id": run_id}
         calls = BackendCalls(session_id, run_id, self.settings)
         lease = calls.redis("acquire", lambda: self.store.acquire(session_id, run_id, worker))
@@ -113,20 +121,20 @@ class TurnExecutor:
             log.info("turn skipped: %s", lease.reason, extra=context)
             if lease.next_run:
                 self.store.publish(session_id, lease.next_run)
-            return f"skipped ({lease.reason})"
+            return None
         started = time.monotonic()
         with self.leases.hold(lease) as lost:
             calls = calls.holding(lease, lost)
             events = TurnEvents(self.store, lease, calls, self.settings.stream_coalesce_ms / 1000)
             try:
-                outcome = self._run(lease, lost, calls, events)
+                outcome = self._run(lease, lost, calls, events, on_retry)
                 events.flush()  # a failed attempt's text too, before the terminal event
                 if outcome.approval is not None:
                     outcome = self._pause(lease, calls, outcome)
                 if outcome.state is RunState.WAITING:
                     log.info("turn waiting for approval", extra=context)
                     metrics().turns.labels(outcome.state.value).inc()
-                    return outcome.state.value
+                    return outcome
                 next_run = calls.redis(
                     "finish",
                     lambda: self.store.finish(
@@ -140,10 +148,10 @@ class TurnExecutor:
             except LeaseLost:
                 log.warning("turn abandoned: lease lost", extra=context)
                 metrics().leases_lost.inc()
-                return "abandoned (lease lost)"
+                return None
             except Deferred as why:
                 log.warning("turn deferred: %s", why, extra=context)
-                return "deferred (memory unreachable)"
+                return Outcome(RunState.RUNNING, error=f"deferred: {why}")
             finally:
                 events.close()
         log.info("turn %s", outcome.state.value, extra=context)
@@ -153,7 +161,7 @@ class TurnExecutor:
             self.store.publish(session_id, next_run)
         if lease.record.webhook:
             publish_webhook(session_id, run_id)
-        return outcome.state.value
+        return outcome
 
     def _pause(self, lease: Lease, calls: BackendCalls, outcome: Outcome) -> Outcome:
         """Make the run wait for its approval, releasing the lease (the slot is free
@@ -170,7 +178,12 @@ class TurnExecutor:
         return outcome
 
     def _run(
-        self, lease: Lease, lost: threading.Event, calls: BackendCalls, events: TurnEvents
+        self,
+        lease: Lease,
+        lost: threading.Event,
+        calls: BackendCalls,
+        events: TurnEvents,
+        on_retry: Callable[[int, str], None] | None,
     ) -> Outcome:
         """The pre-checks, then the attempt loop: the run's outcome."""
         record = lease.record
@@ -183,7 +196,7 @@ class TurnExecutor:
             return ready
         memory, factory = ready
         checkpoint = Checkpoint(self.store, lease, lost, calls)
-        return self._attempts(lease, memory, factory, checkpoint, events)
+        return self._attempts(lease, memory, factory, checkpoint, events, on_retry)
 
     def _prepare(
         self, lease: Lease, calls: BackendCalls
@@ -240,8 +253,10 @@ class TurnExecutor:
         factory: AgentFactory,
         checkpoint: Checkpoint,
         events: TurnEvents,
+        on_retry: Callable[[int, str], None] | None,
     ) -> Outcome:
-        """Try the turn up to ``FENCE_TURN_RETRIES`` + 1 times, with backoff between."""
+        """Try the turn up to ``FENCE_TURN_RETRIES`` + 1 times, with backoff between;
+        ``on_retry(attempt, error)`` hears of each failed try that is tried again."""
         context = {"session_id": lease.session_id, "run_id": lease.run_id}
         tries = self.settings.turn_retries + 1
         for attempt in range(1, tries + 1):
@@ -275,6 +290,8 @@ class TurnExecutor:
                 log.warning("turn attempt %d/%d failed: %s", attempt, tries, message, extra=context)
                 if attempt == tries:
                     return Outcome(RunState.FAILED, error=message, attempts=attempt)
+                if on_retry is not None:
+                    on_retry(attempt, message)
                 delay = self.settings.turn_retry_backoff_s * 2 ** (attempt - 1)
                 if checkpoint.lost.wait(delay):
                     raise LeaseLost(lease.session_id, lease.run_id) from error
@@ -372,7 +389,10 @@ class TurnExecutor:
             raise LeaseLost(lease.session_id, lease.run_id) from error
         except StaleWriteError:
             if not calls.memory("has_turn", lambda: memory.has_turn(lease.run_id)):
-                raise  # the history moved under us: try the turn again on the new history
+                # The history moved under us (a write outside the runtime): try again on
+                # the new history. The journal replays the steps already taken, so no tool
+                # runs twice; the turn lands after the newer messages, as journaled.
+                raise
         except BackendDown as error:
             raise Deferred(str(error)) from error
         return Outcome(RunState.SUCCEEDED, result=prepared.answer, attempts=attempt)

@@ -7,9 +7,11 @@ neither Celery nor the workers' code, and there is one way to publish a turn.
 
 The message is Celery's task protocol version 2 (documented by Celery for
 producers in other languages) in kombu's Redis envelope, field for field what
-``Celery.send_task`` sends for ``fence.run_turn(run_id=…, session_id=…)`` with
-the task id set to the run id, so Flower shows each turn by its run. A turn
-is not a child of the turn that published it, so it has no parent id.
+``Celery.send_task`` sends for ``fence.run_turn(session_id=…, run_id=…)`` with
+the task id set to the run id, so Flower shows each turn by its run, and its
+session first in the kwargs, where Flower's search finds a session's turns
+exactly (``kwargs:session_id=<id>``). A turn is not a child of the turn that
+published it, so it has no parent id.
 ``tests/runtime/test_turn_message.py`` compares it with Celery's own.
 """
 
@@ -43,7 +45,7 @@ def turn_message(session_id: str, run_id: str) -> str:
     is waiting to be acknowledged by that tag, so two deliveries of one run
     (the sweeper's and a chained one, say) must not share it.
     """
-    kwargs = {"run_id": run_id, "session_id": session_id}
+    kwargs = {"session_id": session_id, "run_id": run_id}  # the session first, as shown
     body = json.dumps([[], kwargs, _EMBED])
     return json.dumps(
         {

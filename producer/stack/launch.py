@@ -25,6 +25,9 @@ FLOWER_READY = r"Visit me at"
 GATEWAY_READY = r"Uvicorn running on"  # printed once the port is bound
 GATEWAY_MODULE = "producer.gateway"
 CELERY_APP = "workers"
+FLOWER_TASK_COLUMNS = "--tasks_columns=name,uuid,kwargs,state,received,runtime,worker"
+"""Flower's task list with the kwargs column (Flower hides it by default): each turn's
+session id shows, and its search finds a session's turns."""
 READY_TIMEOUT_S = 60.0
 
 
@@ -121,7 +124,7 @@ def launch_flower(
     (``FLOWER_BASIC_AUTH``), not on the command line where ``ps`` shows them."""
     if ":" not in basic_auth:
         raise ValueError("basic_auth: write user:password")
-    args = ["flower", f"--address={address}", f"--port={port}"]
+    args = ["flower", f"--address={address}", f"--port={port}", FLOWER_TASK_COLUMNS]
     return _celery("flower", args, {**env, "FLOWER_BASIC_AUTH": basic_auth}, **output)
 
 

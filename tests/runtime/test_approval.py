@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 
 from fence.runs import EventType, NotWaiting, RunState, Strategy, keys
+from fence.settings import Settings
 from fence.validation import InvalidInput
 from producer import Run
 
@@ -146,3 +147,8 @@ def test_a_run_waiting_past_the_timeout_fails_and_the_session_moves_on(runtime: 
     assert "FENCE_APPROVAL_TIMEOUT_S" in record.error
     with pytest.raises(NotWaiting):
         run.approve()
+
+
+def test_an_approval_timeout_past_the_run_records_life_is_refused_by_name():
+    with pytest.raises(ValueError, match="FENCE_APPROVAL_TIMEOUT_S: must be shorter than"):
+        Settings(approval_timeout_s=100, run_ttl_s=100, webhook_retry_for_s=10)

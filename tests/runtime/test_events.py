@@ -269,7 +269,7 @@ def test_a_stale_worker_cannot_log_text_after_another_took_its_run_over(runtime:
 
     answer = run.result(timeout=30)
     runtime.release(key)  # the stale worker streams the rest of its answer
-    stale.wait_for(r"abandoned \(lease lost\)", timeout=30)
+    stale.wait_for(r"turn abandoned: lease lost", timeout=30)
 
     events = list(run.events(timeout=5))
     texts = [e.data["text"] for e in events if e.type is EventType.TEXT]

@@ -29,7 +29,7 @@ def stall_before_commit(runtime: Runtime, session: str, message: str):
 def resume_and_expect_refusal(runtime: Runtime, stalled, key: str) -> None:
     stalled.thaw()
     runtime.release(key)  # the stalled commit goes ahead
-    stalled.wait_for(r"abandoned \(lease lost\)", timeout=30)
+    stalled.wait_for(r"turn abandoned: lease lost", timeout=30)
 
 
 def test_a_stalled_holder_cannot_commit_a_run_its_successor_failed(runtime: Runtime):
@@ -107,7 +107,7 @@ def test_a_stalled_holder_cannot_journal_after_another_took_over(runtime: Runtim
     assert record.state is RunState.SUCCEEDED and record.deliveries == 2
     stalled.thaw()
     runtime.release(key)  # the stalled call returns; journaling its reply is refused
-    stalled.wait_for(r"abandoned \(lease lost\)", timeout=30)
+    stalled.wait_for(r"turn abandoned: lease lost", timeout=30)
 
     assert not runtime.control.exists(keys.journal("fenced-step", run.id))  # none re-made
     assert runtime.calls(key) == 2

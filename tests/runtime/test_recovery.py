@@ -95,7 +95,7 @@ def test_a_stale_lease_holder_cannot_commit(runtime: Runtime):
     assert run.result(timeout=30) == f"answer to: key={key} block"
     runtime.release(key)  # the stale holder wakes up with its answer
 
-    first_worker.wait_for(r"abandoned \(lease lost\)", timeout=30)
+    first_worker.wait_for(r"turn abandoned: lease lost", timeout=30)
     assert runtime.calls(key) == 2
     assert runtime.contents("stale") == [f"key={key} block", f"answer to: key={key} block"]
     assert run.status().state is RunState.SUCCEEDED

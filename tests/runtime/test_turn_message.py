@@ -36,7 +36,7 @@ def test_a_published_turn_is_the_message_celery_itself_would_send(redis_url):
     client.flushall()
     settings = Settings(redis_url=redis_url)
     app = create_app(settings)
-    kwargs = {"run_id": "0f3c", "session_id": "support-42"}
+    kwargs = {"session_id": "support-42", "run_id": "0f3c"}
     app.send_task(TURN_TASK, kwargs=kwargs, task_id="0f3c")
     celerys = published(client)
 
@@ -45,7 +45,7 @@ def test_a_published_turn_is_the_message_celery_itself_would_send(redis_url):
 
     assert without_volatile(ours) == without_volatile(celerys)
     assert ours["headers"]["argsrepr"] == "()"
-    assert ours["headers"]["kwargsrepr"] == "{'run_id': '0f3c', 'session_id': 'support-42'}"
+    assert ours["headers"]["kwargsrepr"] == "{'session_id': 'support-42', 'run_id': '0f3c'}"
     args, body_kwargs, _ = json.loads(base64.b64decode(ours["body"]))
     assert (args, body_kwargs) == ([], kwargs)
     app.close()

@@ -206,7 +206,14 @@ def test_an_allowlisted_webhook_is_compared_after_normalising(redis_url):
         ({"FENCE_WEBHOOK_ALLOW": "https://hooks.example.com/?k=v"}, "must not have a ?query"),
         ({"FENCE_WEBHOOK_SECRET": "change-me-webhook-secret"}, "placeholder"),
         ({"FENCE_WEBHOOK_SECRET": "short"}, "at least 16 characters"),
-        ({"FENCE_WEBHOOK_RETRY_FOR_S": "100", "FENCE_RUN_TTL_S": "100"}, "FENCE_RUN_TTL_S"),
+        (
+            {
+                "FENCE_WEBHOOK_RETRY_FOR_S": "100",
+                "FENCE_RUN_TTL_S": "100",
+                "FENCE_APPROVAL_TIMEOUT_S": "10",
+            },
+            "FENCE_RUN_TTL_S",
+        ),
     ],
 )
 def test_webhook_settings_that_break_a_rule_are_refused_by_name(env, rule):
