@@ -259,11 +259,13 @@ class TurnExecutor:
         ``on_retry(attempt, error)`` hears of each failed try that is tried again."""
         context = {"session_id": lease.session_id, "run_id": lease.run_id}
         tries = self.settings.turn_retries + 1
+        journal = RunJournal(self.store, lease, checkpoint.calls.redis)  # a retry resumes it
         for attempt in range(1, tries + 1):
             try:
                 if attempt > 1:  # ACQUIRE logged the first
                     events.put(EventType.STARTED, self._started(lease, attempt))
-                return self._attempt(lease, factory(memory), checkpoint, events, attempt)
+                agent = factory(memory)
+                return self._attempt(lease, agent, checkpoint, events, attempt, journal)
             except ApprovalRequired as paused:
                 return Outcome(RunState.WAITING, attempts=attempt, approval=self._pending(paused))
             except TurnCancelled:
@@ -345,7 +347,13 @@ class TurnExecutor:
         return None
 
     def _attempt(
-        self, lease: Lease, agent: Agent, checkpoint: Checkpoint, events: TurnEvents, attempt: int
+        self,
+        lease: Lease,
+        agent: Agent,
+        checkpoint: Checkpoint,
+        events: TurnEvents,
+        attempt: int,
+        journal: RunJournal,
     ) -> Outcome:
         """One try: the agent loop (resuming from the run's journal), then the answer
         saved, then one fenced commit.
@@ -361,15 +369,20 @@ class TurnExecutor:
             lease.record.message,
             checkpoint=checkpoint,
             on_event=on_event,
-            journal=RunJournal(self.store, lease, calls.redis),
+            journal=journal,
             turn_id=lease.run_id,
             attempt=lease.record.attempts + attempt,
         )
         events.flush()  # the answer's text is logged before the answer is saved
         if checkpoint.lost.is_set():
             raise LeaseLost(lease.session_id, lease.run_id)
-        # also checks the lease and a cancel
-        saved = calls.redis("save_answer", lambda: self.store.save_answer(lease, prepared.answer))
+        # also checks the lease and a cancel, and journals the answer's step
+        saved = journal.saved(
+            calls.redis(
+                "save_answer",
+                lambda: self.store.save_answer(lease, prepared.answer, journal.unsaved),
+            )
+        )
         if saved is Saved.LOST:
             raise LeaseLost(lease.session_id, lease.run_id)
         if saved is Saved.CANCELLED:
