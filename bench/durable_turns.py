@@ -1,11 +1,12 @@
 """What durable turns cost, and what they save when a worker dies (issue 12).
 
 * **Journal overhead**: a 10-step turn (the model asks for one no-op tool per step,
-  nine times, then answers; ``ScriptedModel``, no latency) run by
-  ``Agent.prepare_turn`` with ``journal=RunJournal(store, lease)`` on a private
-  redis-server, a real lease per turn (``RunStore.submit`` + ``acquire``), against
-  ``journal=None``, the two interleaved (order alternating) in one process. Added
-  per step = (journaled - unjournaled turn time) / 10, at p50 and p99.
+  nine times, then answers; ``ScriptedModel``, no latency) run as a worker runs it,
+  ``Agent.prepare_turn`` then ``RunStore.save_answer``, with
+  ``journal=RunJournal(store, lease)`` on a private redis-server, a real lease per
+  turn (``RunStore.submit`` + ``acquire``, not timed), against ``journal=None``, the
+  two interleaved (order alternating) in one process. Added per step =
+  (journaled - unjournaled turn time) / 10, at p50 and p99.
   Target: <= 0.5 ms per step at p50.
 * **Crash cost**: the chaos run of ``tests/runtime/test_durable_chaos.py``
   (``bench/_durable_chaos.py``): workers SIGKILLed inside every kind of step of turns
@@ -46,7 +47,6 @@ from bench._runtime import (  # noqa: E402
     targets_table,
 )
 from fence.agents import Agent  # noqa: E402
-from fence.agents.journal import Journal  # noqa: E402
 from fence.messages import ToolCall  # noqa: E402
 from fence.models.base import ModelResponse  # noqa: E402
 from fence.models.local import ScriptedModel  # noqa: E402
@@ -96,17 +96,18 @@ def leased(store: RunStore, session_id: str) -> Lease:
 
 
 def timed_turn(store: RunStore, journaled: bool, index: int) -> float:
-    """Seconds ``prepare_turn`` takes for one 10-step turn (set-up not timed)."""
+    """Seconds one 10-step turn takes as a worker runs it, ``prepare_turn`` then
+    ``save_answer`` (which journals the answer's step); set-up not timed."""
     agent = ten_step_agent()
-    journal: Journal | None = None
-    turn_id = f"t{index}-{journaled}"
-    if journaled:
-        lease = leased(store, f"overhead-{index}")
-        journal, turn_id = RunJournal(store, lease), lease.run_id
+    lease = leased(store, f"overhead-{index}-{journaled}")
+    journal = RunJournal(store, lease) if journaled else None
     started = time.perf_counter()
-    prepared = agent.prepare_turn("go", journal=journal, turn_id=turn_id)
+    prepared = agent.prepare_turn("go", journal=journal, turn_id=lease.run_id)
+    step = journal.unsaved if journal is not None else None
+    saved = store.save_answer(lease, prepared.answer, step)
     elapsed = time.perf_counter() - started
-    assert prepared.answer == "done" and len(prepared.messages) == 2 * TURN_STEPS
+    assert saved == "saved" and prepared.answer == "done"
+    assert len(prepared.messages) == 2 * TURN_STEPS
     return elapsed
 
 
@@ -135,7 +136,9 @@ def journaled_turn_commands(store: RunStore) -> dict[str, int]:
     """The Redis commands one journaled turn sends (its lease's set-up not counted)."""
     lease = leased(store, "overhead-counted")
     before = commandstats(store.redis)
-    ten_step_agent().prepare_turn("go", journal=RunJournal(store, lease), turn_id=lease.run_id)
+    journal = RunJournal(store, lease)
+    prepared = ten_step_agent().prepare_turn("go", journal=journal, turn_id=lease.run_id)
+    store.save_answer(lease, prepared.answer, journal.unsaved)
     after = commandstats(store.redis)
     return {n: after[n] - before.get(n, 0) for n in after if after[n] != before.get(n, 0)}
 
