@@ -16,6 +16,7 @@ MODULES = [
     "producer",
     "producer.cli.main",
     "producer.gateway",
+    "producer.http",
     "producer.stack.command",
 ]
 

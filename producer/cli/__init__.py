@@ -11,7 +11,9 @@
     fence demo                                                  traffic + checks at a stack
 
 Settings come from ``FENCE_*`` variables (``FENCE_REDIS_URL``, ``FENCE_MEMORY``,
-...); ``fence stack`` writes them to ``<dir>/env`` for other shells. Output is
+...); ``fence stack`` writes them to ``<dir>/env`` for other shells. ``fence --url URL``
+(or ``FENCE_API_URL``, with ``FENCE_API_TOKEN``) sends the run commands through the HTTP
+gateway instead of to Redis. Output is
 for people; ``--json`` prints one JSON document for programs (a JSON line per
 event when following). Exit codes: 0 done, 1 error (bad input, run
 failed/cancelled/rejected, not found, Redis unreachable), 2 usage error, 124
@@ -21,5 +23,6 @@ failed/cancelled/rejected, not found, Redis unreachable), 2 usage error, 124
 module (``runs``, ``approvals``, ``events``, ``history``, ``session``, ``listing``,
 ``demo``; ``fence stack`` is ``producer.stack.command``) with its handler and an
 ``add_parser``; ``follow`` prints a run's answer as it comes and ``outcome`` how a
-followed or awaited run ends.
+followed or awaited run ends; ``backend`` is where the commands' calls go (Redis, or
+the gateway through ``remote``).
 """

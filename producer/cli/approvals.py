@@ -9,9 +9,9 @@ from typing import Any
 from fence.runs import RunRecord
 from fence.settings import Settings
 from fence.validation import InvalidInput
+from producer.cli.backend import connect
 from producer.cli.errors import EXIT_OK
 from producer.cli.output import emit_json, record_dict
-from producer.client import Producer
 
 
 def add_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -36,12 +36,12 @@ def add_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
 
 def cmd_approve(args: argparse.Namespace, settings: Settings) -> int:
     arguments = None if args.arguments is None else parse_arguments(args.arguments)
-    record = Producer(settings=settings).run(args.run).approve(arguments)
+    record = connect(args, settings).run(args.run).approve(arguments)
     return report(record, "approved", args.json)
 
 
 def cmd_deny(args: argparse.Namespace, settings: Settings) -> int:
-    record = Producer(settings=settings).run(args.run).deny(args.reason)
+    record = connect(args, settings).run(args.run).deny(args.reason)
     return report(record, "denied", args.json)
 
 

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterable, Iterator
 from typing import Any
 
-from fence.runs import RunEvent, RunStore
 from fence.runs.events import event_id
 from fence.settings import Settings
+from producer.cli.backend import connect
 from producer.cli.errors import EXIT_OK
 from producer.cli.outcome import interrupted
 from producer.cli.output import print_event
-from producer.client import Producer, Run
 
 
 def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -35,28 +33,13 @@ def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
 
 def cmd_events(args: argparse.Namespace, settings: Settings) -> int:
     after = event_id(args.after)  # a bad one is an error naming after, before any read
-    producer = Producer(settings=settings)
-    run = producer.run(args.run)
+    backend = connect(args, settings)
+    run = backend.run(args.run)
     last = args.after
     try:
-        for event in run_events(producer.store, run, after, follow=args.follow):
+        for event in backend.events(run, after, follow=args.follow):
             print_event(event, args.json)
             last = event.id
     except KeyboardInterrupt:
         return interrupted(run.id, last)
     return EXIT_OK
-
-
-def run_events(store: RunStore, run: Run, after: str, *, follow: bool) -> Iterable[RunEvent]:
-    """The run's events after ``after``: followed to its terminal event while it runs,
-    else what its log holds (a finished run's log is read at once, without waiting)."""
-    if follow and not run.state.terminal:
-        return run.events(after=after)
-    return logged(store, run, after)
-
-
-def logged(store: RunStore, run: Run, after: str) -> Iterator[RunEvent]:
-    """What the run's log holds after ``after``, read now."""
-    while batch := store.event_log.read(run.session_id, run.id, after):
-        yield from batch
-        after = batch[-1].id

@@ -6,6 +6,7 @@ import json
 import sys
 
 from fence.runs import EventType, RunEvent, RunRecord, RunState
+from producer.cli.backend import RunHandle
 from producer.cli.errors import EXIT_ERROR, EXIT_OK
 from producer.cli.outcome import (
     check_succeeded,
@@ -15,7 +16,6 @@ from producer.cli.outcome import (
     still_running,
 )
 from producer.cli.output import print_accepted, print_event
-from producer.client import Run
 
 
 class AnswerStream:
@@ -78,7 +78,7 @@ class AnswerStream:
             self.write("\n")
 
 
-def follow_submitted(run: Run, accepted: RunRecord, wait: float | None, as_json: bool) -> int:
+def follow_submitted(run: RunHandle, accepted: RunRecord, wait: float | None, as_json: bool) -> int:
     """Where the run was queued (``accepted``: its record then), the answer as it is
     generated, then the outcome line, with ``--wait``'s exit codes (``wait``: follow for
     at most this long, then 124). Under ``--json``, every event as a JSON line instead,

@@ -1,4 +1,5 @@
-"""``fence history``: a session's messages, read from the memory backend (``FENCE_MEMORY``)."""
+"""``fence history``: a session's messages, read from the memory backend (``FENCE_MEMORY``),
+or through the gateway's history pages."""
 
 from __future__ import annotations
 
@@ -6,13 +7,12 @@ import argparse
 import json
 from typing import Any
 
-from fence.memory.sqlite import MissingDatabaseError
-from fence.memory.url import memory_factory
 from fence.messages import Message, validate_session_id
 from fence.settings import Settings
 from producer.cli.arguments import positive_int
-from producer.cli.errors import EXIT_OK, CliError
-from producer.cli.output import emit_json, redact
+from producer.cli.backend import connect
+from producer.cli.errors import EXIT_OK
+from producer.cli.output import emit_json
 
 
 def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -26,16 +26,8 @@ def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
 
 def cmd_history(args: argparse.Namespace, settings: Settings) -> int:
     validate_session_id(args.session, "session")
-    memory = memory_factory(settings.memory, missing_ok=False)(args.session)
-    try:
-        window = memory.get_window()  # the whole history and the system prompt, in one read
-    except MissingDatabaseError as error:  # reading creates no database
-        raise CliError(
-            f"FENCE_MEMORY: {error} (FENCE_MEMORY is {redact(settings.memory)})", code="not_found"
-        ) from None
-    messages, system = window.messages, window.system
-    if args.limit is not None:
-        messages = messages[-args.limit :]
+    history = connect(args, settings).history(args.session, args.limit)
+    messages, system = history.messages, history.system
     if args.json:
         emit_json(
             {
@@ -45,7 +37,7 @@ def cmd_history(args: argparse.Namespace, settings: Settings) -> int:
             }
         )
         return EXIT_OK
-    print(f"session {args.session}: {len(messages)} message(s) in {redact(settings.memory)}")
+    print(f"session {args.session}: {len(messages)} message(s) in {history.source}")
     if system:
         print(f"  system prompt: {system}")
     for message in messages:

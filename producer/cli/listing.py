@@ -10,9 +10,9 @@ from typing import Any
 from fence.runs.listing import MAX_PAGE, SessionState
 from fence.settings import Settings
 from fence.validation import clip
+from producer.cli.backend import connect
 from producer.cli.errors import EXIT_OK
 from producer.cli.output import emit_json, record_dict, when
-from producer.client import Producer
 
 MESSAGE_SHOWN = 40
 
@@ -37,7 +37,7 @@ def paging(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_sessions(args: argparse.Namespace, settings: Settings) -> int:
-    page = Producer(settings=settings).sessions(args.state, args.limit, args.cursor)
+    page = connect(args, settings).sessions(args.state, args.limit, args.cursor)
     if args.json:
         sessions = [dataclasses.asdict(s) for s in page.items]
         emit_json({"sessions": sessions, "next_cursor": page.next_cursor})
@@ -53,7 +53,7 @@ def cmd_sessions(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_runs(args: argparse.Namespace, settings: Settings) -> int:
-    page = Producer(settings=settings).runs(args.session, args.limit, args.cursor)
+    page = connect(args, settings).runs(args.session, args.limit, args.cursor)
     if args.json:
         emit_json(
             {

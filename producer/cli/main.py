@@ -15,7 +15,7 @@ from fence.errors import FenceError
 from fence.runs import IdempotencyConflict, NotWaiting, RunNotFound
 from fence.settings import Settings, get_settings
 from fence.validation import InvalidInput
-from producer.cli import approvals, demo, events, history, listing, runs, session
+from producer.cli import approvals, backend, demo, events, history, listing, runs, session
 from producer.cli.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, CliError
 from producer.cli.output import emit_json, redact
 from producer.stack import command as stack
@@ -23,6 +23,11 @@ from producer.stack.config import StackError
 
 FIELD_NAME = re.compile(r"-{0,2}[A-Za-z_][\w.\-]*")
 """How a message names the field it is about: ``metadata: ...``, ``--file: ...``."""
+REDIS_ONLY = {
+    "stack": "fence stack runs the runtime on this machine",
+    "demo": "fence demo drives traffic at a stack's Redis",
+}
+"""Commands that do not go through the gateway, and why."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,6 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--json", action="store_true", help="print JSON for programs")
     parser.add_argument("--redis-url", help="override FENCE_REDIS_URL")
+    parser.add_argument(
+        "--url",
+        help="send the run commands through the HTTP gateway at URL instead of to Redis "
+        "(default FENCE_API_URL; the token is FENCE_API_TOKEN)",
+    )
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -62,6 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings: Settings | None = None
     as_json = bool(getattr(args, "json", False))
     try:
+        if args.url and args.command in REDIS_ONLY:
+            raise CliError(f"--url: {REDIS_ONLY[args.command]} and needs Redis, not a gateway")
         settings = load_settings(args)
         return args.handler(args, settings)
     except CliError as error:
@@ -90,6 +102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # the reader left (``| head``): what it read is all it wanted
         console.silence()
         return EXIT_OK
+    finally:
+        backend.close_opened()
 
 
 def fail(

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from fence.runs import RunEvent, RunRecord, RunState
-from producer.client import Run
+
+if TYPE_CHECKING:
+    from producer.cli.backend import RunHandle
 
 
 def redact(url: str) -> str:
@@ -92,7 +94,7 @@ def print_record(record: RunRecord) -> None:
     print("\n".join(aligned(rows)))
 
 
-def print_accepted(run: Run, record: RunRecord) -> None:
+def print_accepted(run: RunHandle, record: RunRecord) -> None:
     """Where the run stands in its session's queue."""
     if run.duplicate:
         print(f"run {run.id} (existing run for this idempotency key): {record.state.value}")

@@ -10,11 +10,11 @@ from typing import Any
 from fence.runs import RunRecord, RunState, RunTimeout, Strategy
 from fence.settings import Settings
 from producer.cli.arguments import json_object, positive_float
+from producer.cli.backend import connect
 from producer.cli.errors import EXIT_OK, CliError
 from producer.cli.follow import follow_submitted
 from producer.cli.outcome import check_succeeded, print_succeeded, still_running
 from producer.cli.output import emit_json, print_accepted, print_record, record_dict
-from producer.client import Producer
 
 
 def add_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -88,8 +88,8 @@ def submitted_message(args: argparse.Namespace) -> str:
 
 def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
     message = submitted_message(args)
-    producer = Producer(settings=settings)
-    run = producer.submit(
+    backend = connect(args, settings)
+    run = backend.submit(
         args.session,
         message,
         agent=args.agent,
@@ -114,7 +114,7 @@ def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
         emit(record)
         return EXIT_OK
     try:
-        record = producer.store.wait(run.id, args.wait)
+        record = backend.wait(run.id, args.wait)
     except RunTimeout:
         emit(run.status())
         return still_running(run.id, args.wait, f"fence status {run.id}")
@@ -126,7 +126,7 @@ def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    record = Producer(settings=settings).run(args.run).status()
+    record = connect(args, settings).run(args.run).status()
     if args.json:
         emit_json(record_dict(record))
     else:
@@ -135,7 +135,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
-    record = Producer(settings=settings).run(args.run).cancel()
+    record = connect(args, settings).run(args.run).cancel()
     if record.state.terminal and record.state is not RunState.CANCELLED:
         raise CliError(
             f"run {record.id} already {record.state.value}; nothing to cancel",

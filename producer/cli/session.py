@@ -8,10 +8,10 @@ import time
 from typing import Any
 
 from fence.messages import validate_session_id
-from fence.runs import RunNotFound
 from fence.settings import Settings
+from producer.cli.backend import RedisBackend, connect, gateway_url
 from producer.cli.errors import EXIT_OK, CliError
-from producer.cli.output import emit_json, record_dict
+from producer.cli.output import emit_json
 from producer.client import Producer
 
 QUEUED_SHOWN = 10
@@ -32,39 +32,21 @@ def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
 
 def cmd_session(args: argparse.Namespace, settings: Settings) -> int:
     validate_session_id(args.session, "session")
-    producer = Producer(settings=settings)
-    state = session_state(producer, args.session)
+    if args.redispatch and gateway_url(args):
+        raise CliError(
+            "--redispatch publishes the run's Celery task, which needs Redis: "
+            "drop --url (and FENCE_API_URL)"
+        )
+    backend = connect(args, settings)
+    state = backend.session(args.session)
     if args.redispatch:
-        state["redispatched"] = redispatch(producer, state)
+        assert isinstance(backend, RedisBackend)
+        state["redispatched"] = redispatch(backend.producer, state)
     if args.json:
         emit_json(state)
     else:
         print_session(state)
     return EXIT_OK
-
-
-def session_state(producer: Producer, session_id: str) -> dict[str, Any]:
-    """Everything about a session's queue a person needs to tell if it is stuck."""
-    info = producer.session(session_id)
-    active: dict[str, Any] | None = None
-    if info.active_run:
-        try:
-            active = record_dict(producer.store.get(info.active_run, session_id))
-        except RunNotFound:
-            active = {"run_id": info.active_run, "state": "missing (record expired)"}
-    return {
-        "session_id": session_id,
-        "state": info.state,
-        "active_run": active,
-        "queued": info.queued,
-        "lease": (
-            {"token": info.lease_token, "expires_in_ms": info.lease_expires_in_ms}
-            if info.lease_expires_in_ms is not None
-            else None
-        ),
-        "last_progress_at": info.progress_at,
-        "stall_after_s": producer.settings.stall_after_s,
-    }
 
 
 def redispatch(producer: Producer, state: dict[str, Any]) -> str:
@@ -89,6 +71,7 @@ def print_session(state: dict[str, Any]) -> None:
         print(
             f"  active run  {active['run_id']} ({active['state']}, worker {active.get('worker')})"
         )
+    if active and "lease" in state:  # through the gateway, lease and progress are not shown
         lease = state["lease"]
         if lease:
             print(
@@ -104,9 +87,10 @@ def print_session(state: dict[str, Any]) -> None:
                 f"{state['stall_after_s']:g} s without lease or progress)"
             )
     queued = state["queued"]
+    count = state.get("queued_count", len(queued))  # the gateway lists the first 100
     shown = ": " + ", ".join(queued[:QUEUED_SHOWN]) if queued else ""
-    print(f"  queued      {len(queued)} run(s){shown}")
-    if len(queued) > QUEUED_SHOWN:
-        print(f"              ... and {len(queued) - QUEUED_SHOWN} more")
+    print(f"  queued      {count} run(s){shown}")
+    if count > QUEUED_SHOWN:
+        print(f"              ... and {count - QUEUED_SHOWN} more")
     if "redispatched" in state:
         print(f"  redispatch  {state['redispatched']}")

@@ -11,8 +11,8 @@ One module per job: ``errors`` (the one error shape and what turns failures
 into it), ``guard`` (auth, body limit and metrics before routing), ``routes``
 (the ``/v1`` API), ``streams`` (its event streams, Server-Sent Events), ``probes``
 (``/healthz``, ``/metrics``), ``state`` (what the routes share, as a dependency),
-``models`` (bodies as the OpenAPI document shows them), ``metrics``, ``app``
-(``create_app``) and ``serve``.
+``metrics``, ``app`` (``create_app``) and ``serve``. The bodies, as the OpenAPI
+document shows them, are ``producer.api_models``, shared with the client libraries.
 """
 
 from producer.gateway.app import create_app

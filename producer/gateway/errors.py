@@ -28,7 +28,7 @@ from starlette.routing import BaseRoute, Route
 from fence.messages import validate_session_id
 from fence.runs import NotWaiting, RunNotFound
 from fence.validation import InvalidInput, Problem, problem
-from producer.gateway.models import ErrorDetail, ErrorResponse, FieldProblem, SubmitBody
+from producer.api_models import ErrorDetail, ErrorResponse, FieldProblem, SubmitBody
 
 log = logging.getLogger("fence.gateway")
 

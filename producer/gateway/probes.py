@@ -11,7 +11,7 @@ from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from fence.validation import clip
-from producer.gateway.models import ComponentHealth, HealthResponse
+from producer.api_models import ComponentHealth, HealthResponse
 from producer.gateway.state import HEALTH_TIMEOUT_S, Gateway
 
 HEALTH_SESSION = "fence-healthz"

@@ -18,9 +18,8 @@ from fence.memory.sqlite import MissingDatabaseError
 from fence.runs import IdempotencyConflict, RunRecord, RunState, RunTimeout
 from fence.runs.listing import CURSOR, MAX_PAGE, Page, SessionState
 from fence.validation import InvalidInput
-from producer.client import Run, log_lost_publish
-from producer.gateway.errors import GatewayError, check_session, documented
-from producer.gateway.models import (
+from producer.api_models import (
+    MAX_WAIT_S,
     NAME_SCHEMA,
     ApprovalBody,
     ErrorResponse,
@@ -34,10 +33,10 @@ from producer.gateway.models import (
     SubmitBody,
     SubmitResponse,
 )
+from producer.client import Run, log_lost_publish
+from producer.gateway.errors import GatewayError, check_session, documented
 from producer.gateway.state import Gateway, GatewayState
 
-MAX_WAIT_S = 60.0
-"""Longest long poll; a client wanting longer polls again."""
 QUEUED_SHOWN = 100
 MAX_HISTORY_PAGE = 500
 NO_DATABASE = (

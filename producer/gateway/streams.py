@@ -31,8 +31,8 @@ from starlette.types import Receive, Scope, Send
 from fence.runs import RunEvent
 from fence.runs.events import event_id
 from fence.validation import InvalidInput
+from producer.api_models import EVENT_STREAM, SubmitBody, event_id_parameter
 from producer.gateway.errors import GatewayError, check_session, documented
-from producer.gateway.models import EVENT_STREAM, SubmitBody, event_id_parameter
 from producer.gateway.routes import IdempotencyHeader, RunId, SessionId, submit
 from producer.gateway.state import Gateway, GatewayState
 

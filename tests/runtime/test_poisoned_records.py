@@ -18,7 +18,7 @@ from fence.plain_json import text_nesting
 from fence.runs import RunRecord, RunRequest, RunState, keys
 from fence.runs.schema import MAX_METADATA_BYTES, MAX_METADATA_DEPTH, MAX_METADATA_KEY_CHARS
 from producer import RunCancelled, RunFailed
-from producer.gateway.models import RunView
+from producer.api_models import RunView
 
 from .conftest import Runtime, new_key
 
@@ -196,8 +196,8 @@ def test_unreadable_values_are_replaced_by_safe_ones():
     assert record.metadata == {}
     assert record.accepted_at == 2.0  # the nearest time the record still knows
     assert record.corrupt == (
-        "state: should be 'queued', 'running', 'succeeded', 'failed', 'cancelled' or "
-        "'rejected'; metadata: not valid JSON; accepted_at: missing"
+        "state: should be 'queued', 'running', 'waiting', 'succeeded', 'failed', "
+        "'cancelled' or 'rejected'; metadata: not valid JSON; accepted_at: missing"
     )
 
 

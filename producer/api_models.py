@@ -1,4 +1,7 @@
-"""The HTTP gateway's request and response bodies, as they appear in its OpenAPI document.
+"""The HTTP API's request and response bodies, as they appear in its OpenAPI document.
+
+The gateway answers with them and the client libraries (``producer.http``) read its
+answers as them, so both agree on every field; this module needs pydantic, not FastAPI.
 
 The request body declares types and documents the rules (patterns, limits) so
 that the OpenAPI document is honest, but the rules themselves are enforced by
@@ -36,6 +39,8 @@ EVENT_ID_SCHEMA: dict[str, Any] = {
     "examples": ["1700000000000-0"],
 }
 EVENT_TYPES = [kind.value for kind in EventType]
+MAX_WAIT_S = 60.0
+"""Longest long poll (``GET /v1/runs/{id}?wait=``); a client wanting longer polls again."""
 
 
 def event_id_parameter(schema: dict[str, Any]) -> None:
