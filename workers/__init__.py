@@ -14,17 +14,29 @@ if TYPE_CHECKING:
 
     app: Celery
 
-__all__ = ["app"]
+__all__ = ["app", "celery_app"]
+
+_built: Celery | None = None
+
+
+def celery_app() -> Celery:
+    """The app, built once. Modules of this package get it here rather than as
+    ``workers.app``: once the submodule ``workers.app`` has been imported (as a test or
+    benchmark may do first), that name is the module."""
+    global _built
+    if _built is None:
+        from fence.settings import InvalidSettingsError
+        from workers.app import create_app  # the submodule first: ``app`` is set after it
+
+        try:
+            _built = create_app()
+        except InvalidSettingsError as error:  # `celery -A workers` would print a traceback
+            raise SystemExit(f"fence: error: {error}") from None
+        globals()["app"] = _built  # later lookups of ``workers.app`` find it
+    return _built
 
 
 def __getattr__(name: str) -> Any:
     if name != "app":
         raise AttributeError(f"module 'workers' has no attribute {name!r}")
-    from fence.settings import InvalidSettingsError
-    from workers.app import create_app
-
-    try:
-        built = globals()["app"] = create_app()  # once: later lookups find the global
-    except InvalidSettingsError as error:  # `celery -A workers` would print a traceback
-        raise SystemExit(f"fence: error: {error}") from None
-    return built
+    return celery_app()

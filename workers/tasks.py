@@ -32,7 +32,7 @@ from fence.runs import RunState, RunStore, load_registry
 from fence.runs.turn_message import TURN_TASK
 from fence.settings import get_settings
 from fence.tokens import count_tokens
-from workers import app
+from workers import celery_app
 from workers.app import SWEEP
 from workers.liveness import forget_heartbeat, record_heartbeat
 from workers.logs import configure as configure_logs
@@ -43,6 +43,7 @@ from workers.webhooks import DELIVER_WEBHOOK, deliver
 from workers.webhooks import publish as publish_webhook
 
 log = logging.getLogger(__name__)
+app = celery_app()
 
 
 @lru_cache(maxsize=1)

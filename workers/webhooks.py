@@ -51,7 +51,7 @@ def publish(session_id: str, run_id: str, attempt: int = 1) -> None:
     """Ask a worker to make attempt ``attempt`` of the run's webhook. A publish that
     fails is logged and left to the sweeper: the run is due in ``keys.WEBHOOKS_DUE``."""
     try:
-        workers.app.send_task(
+        workers.celery_app().send_task(
             DELIVER_WEBHOOK,
             kwargs={"run_id": run_id, "session_id": session_id, "attempt": attempt},
         )
