@@ -24,14 +24,14 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 RUN mkdir -p fence workers producer \
     && touch fence/__init__.py workers/__init__.py producer/__init__.py \
-    && pip install ".[api,openai]" \
+    && pip install ".[api,client,openai]" \
     && pip uninstall --yes fence \
     && rm -rf fence workers producer build *.egg-info
 
 COPY fence ./fence
 COPY workers ./workers
 COPY producer ./producer
-RUN pip install --no-deps ".[api,openai]" && rm -rf build *.egg-info
+RUN pip install --no-deps ".[api,client,openai]" && rm -rf build *.egg-info
 
 USER fence:fence
 EXPOSE 8000 5555 9808

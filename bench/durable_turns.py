@@ -103,8 +103,7 @@ def timed_turn(store: RunStore, journaled: bool, index: int) -> float:
     journal = RunJournal(store, lease) if journaled else None
     started = time.perf_counter()
     prepared = agent.prepare_turn("go", journal=journal, turn_id=lease.run_id)
-    step = journal.unsaved if journal is not None else None
-    saved = store.save_answer(lease, prepared.answer, step)
+    saved = store.save_answer(lease, prepared.answer)
     elapsed = time.perf_counter() - started
     assert saved == "saved" and prepared.answer == "done"
     assert len(prepared.messages) == 2 * TURN_STEPS
@@ -138,7 +137,7 @@ def journaled_turn_commands(store: RunStore) -> dict[str, int]:
     before = commandstats(store.redis)
     journal = RunJournal(store, lease)
     prepared = ten_step_agent().prepare_turn("go", journal=journal, turn_id=lease.run_id)
-    store.save_answer(lease, prepared.answer, journal.unsaved)
+    store.save_answer(lease, prepared.answer)
     after = commandstats(store.redis)
     return {n: after[n] - before.get(n, 0) for n in after if after[n] != before.get(n, 0)}
 

@@ -376,13 +376,8 @@ class TurnExecutor:
         events.flush()  # the answer's text is logged before the answer is saved
         if checkpoint.lost.is_set():
             raise LeaseLost(lease.session_id, lease.run_id)
-        # also checks the lease and a cancel, and journals the answer's step
-        saved = journal.saved(
-            calls.redis(
-                "save_answer",
-                lambda: self.store.save_answer(lease, prepared.answer, journal.unsaved),
-            )
-        )
+        # also checks the lease and a cancel
+        saved = calls.redis("save_answer", lambda: self.store.save_answer(lease, prepared.answer))
         if saved is Saved.LOST:
             raise LeaseLost(lease.session_id, lease.run_id)
         if saved is Saved.CANCELLED:

@@ -12,9 +12,8 @@ import json
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from fence.agents.journal import EntryKind
 from fence.errors import FenceError
-from fence.runs.scripts import Journaled, Saved
+from fence.runs.scripts import Journaled
 from fence.runs.store import Lease, LeaseLost, RunStore
 
 T = TypeVar("T")
@@ -32,10 +31,7 @@ class RunJournal:
 
     While the lease is held nobody else writes the journal, so it is read from Redis
     at most once, and not at all on a run's first delivery (nothing can be in it
-    yet); the delivery's own entries are kept here too. The answer's step (a reply
-    that calls no tool) is not written on its own: ``unsaved`` holds it for
-    ``RunStore.save_answer``, which journals it with the answer in one step. A
-    worker dying between the two asks the model for that reply again."""
+    yet); the delivery's own entries are kept here too."""
 
     def __init__(self, store: RunStore, lease: Lease, retry: Retry | None = None) -> None:
         self.store = store
@@ -43,8 +39,6 @@ class RunJournal:
         self._retry: Retry = retry or (lambda operation, call: call())
         first = lease.record.deliveries == 1 and lease.record.waits == 0
         self._entries: list[dict[str, Any]] | None = [] if first else None
-        self.unsaved: str | None = None
-        """The answer's step, JSON, until ``save_answer`` journals it."""
 
     def entries(self) -> list[dict[str, Any]]:
         if self._entries is None:
@@ -53,32 +47,16 @@ class RunJournal:
         return list(self._entries)
 
     def record(self, entry: dict[str, Any]) -> None:
+        known = self.entries()  # read before it is added to
         text = json.dumps(entry)
-        if entry["kind"] == EntryKind.MODEL and not entry["reply"].get("tool_calls"):
-            self.unsaved = text
-        else:
-            self._write(text)
-        self.entries()  # known before it is added to
-        assert self._entries is not None
-        self._entries.append(entry)
-
-    def saved(self, outcome: Saved) -> Saved:
-        """``save_answer``'s outcome, having journaled ``unsaved`` if it was saved."""
-        if outcome is Saved.FULL:
-            raise self._full()
-        if outcome is Saved.SAVED:
-            self.unsaved = None
-        return outcome
-
-    def _write(self, text: str) -> None:
         outcome = self._retry("record_step", lambda: self.store.record_step(self.lease, text))
         if outcome is Journaled.LOST:
             raise LeaseLost(self.lease.session_id, self.lease.run_id)
         if outcome is Journaled.FULL:
-            raise self._full()
-
-    def _full(self) -> JournalFull:
-        limit = self.store.settings.journal_max_bytes
-        return JournalFull(
-            f"the turn's steps need more than {limit} bytes of journal (FENCE_JOURNAL_MAX_BYTES)"
-        )
+            limit = self.store.settings.journal_max_bytes
+            raise JournalFull(
+                f"the turn's steps need more than {limit} bytes of journal "
+                "(FENCE_JOURNAL_MAX_BYTES)"
+            )
+        assert self._entries is not None
+        self._entries = [*known, entry]

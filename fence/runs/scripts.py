@@ -97,8 +97,6 @@ class Saved(StrEnum):
     """The lease is no longer ours: do not commit."""
     CANCELLED = "cancelled"
     """A cancel was requested: do not commit."""
-    FULL = "full"
-    """The journal has no room for the answer's step: nothing was written."""
 
 
 class Finished(StrEnum):
@@ -388,18 +386,10 @@ return 1
 """)
 
 SAVE_ANSWER = _lua("""
--- KEYS: lease, run, journal   ARGV: token, answer, journal entry ('' for none), max_bytes,
---                                   ttl_s
--- RETURNS: a Saved: the answer kept, and the step that gave it journaled, in one step
+-- KEYS: lease, run   ARGV: token, answer
+-- RETURNS: a Saved
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return '$lost' end
 if redis.call('HGET', KEYS[2], '$cancel_requested') == '1' then return '$cancelled' end
-if ARGV[3] ~= '' then
-  local used = (tonumber(redis.call('HGET', KEYS[2], '$journal_bytes')) or 0) + #ARGV[3]
-  if used > tonumber(ARGV[4]) then return '$full' end
-  redis.call('RPUSH', KEYS[3], ARGV[3])
-  redis.call('EXPIRE', KEYS[3], ARGV[5])
-  redis.call('HSET', KEYS[2], '$journal_bytes', used)
-end
 redis.call('HSET', KEYS[2], '$pending_result', ARGV[2])
 return '$saved'
 """)

@@ -601,25 +601,16 @@ class RunStore:
         flag = self.redis.hget(keys.run(lease.session_id, lease.run_id), "cancel_requested")
         return flag == "1"
 
-    def save_answer(self, lease: Lease, answer: str, step: str | None = None) -> Saved:
+    def save_answer(self, lease: Lease, answer: str) -> Saved:
         """Keep the answer before the memory commit, so a worker that finds the
-        turn already committed can finish the run without calling the model, and
-        journal ``step`` (the reply that gave it, if not journaled yet) in the same
-        step. Unless ``Saved.SAVED``, nothing was written and the turn must not be
-        committed.
+        turn already committed can finish the run without calling the model.
+        Unless ``Saved.SAVED``, the turn must not be committed.
         """
-        sid, run_id = lease.session_id, lease.run_id
         return Saved(
             self._call(
                 self._save_answer,
-                [keys.lease(sid), keys.run(sid, run_id), keys.journal(sid, run_id)],
-                [
-                    lease.token,
-                    answer,
-                    step or "",
-                    self.settings.journal_max_bytes,
-                    self.settings.run_ttl_s,
-                ],
+                [keys.lease(lease.session_id), keys.run(lease.session_id, lease.run_id)],
+                [lease.token, answer],
             )
         )
 

@@ -58,8 +58,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     return report
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Browser]:
+    """Package-scoped: Playwright's sync API runs an event loop on this thread while it
+    is open, so it must be closed before other tests start event loops of their own."""
     binary = chromium_binary()
     if binary is None:
         pytest.skip(
@@ -149,7 +151,7 @@ class BrowserStack:
         return httpx.Client(base_url=self.base_url, headers=headers, timeout=60)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser_stack(tmp_path_factory) -> Iterator[BrowserStack]:
     directory = tmp_path_factory.mktemp("browser-stack")
     redis_process, redis_url = start_redis(directory / "redis")

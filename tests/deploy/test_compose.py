@@ -210,14 +210,15 @@ def test_the_image_runs_as_a_user_and_every_command_exists():
 
 
 def test_the_image_installs_every_extra_that_running_needs():
-    """The gateway needs ``api``; agents on ``fence.models.openai`` need ``openai``."""
+    """The gateway needs ``api``; agents on ``fence.models.openai`` need ``openai``; the
+    CLI through a gateway (``fence --url``) needs ``client``."""
     pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
     runtime_extras = set(pyproject["project"]["optional-dependencies"]) - {"dev"}
     dockerfile = (REPO / "Dockerfile").read_text()
     installs = re.findall(r'pip install (?:--no-deps )?"\.\[([\w,]+)\]"', dockerfile)
     assert len(installs) == 2  # the dependency layer, then the code
     for extras in installs:
-        assert set(extras.split(",")) == runtime_extras == {"api", "openai"}
+        assert set(extras.split(",")) == runtime_extras == {"api", "client", "openai"}
 
 
 def test_the_example_secrets_start_nothing_that_holds_them(tmp_path, monkeypatch):

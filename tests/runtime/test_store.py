@@ -256,16 +256,3 @@ def test_the_session_view_and_gauges_come_from_one_reader(store: RunStore):
     assert (gauges.busy_sessions, gauges.queued_runs, gauges.deepest_queue) == (2, 2, 2)
     assert store.gauges(scan_limit=1).scanned_sessions == 1
     assert third.run_id in store.session("s1").queued
-
-
-def test_saving_the_answer_journals_its_step_in_the_same_step(redis_url):
-    store = empty_store(redis_url, journal_max_bytes=1024)
-    run = store.submit(request())
-    lease = store.acquire("s1", run.run_id, "w1")
-
-    assert store.save_answer(lease, "ok", '{"kind": "model"}') == "saved"
-    assert store.journal(lease) == ['{"kind": "model"}']
-    assert store.save_answer(lease, "ok", "x" * 1024) == "full"  # nothing written
-    assert store.journal(lease) == ['{"kind": "model"}']
-    store.finish(lease, RunState.SUCCEEDED, result="ok")
-    assert not store.redis.exists(keys.journal("s1", run.run_id))
