@@ -373,11 +373,16 @@ class TurnExecutor:
             turn_id=lease.run_id,
             attempt=lease.record.attempts + attempt,
         )
-        events.flush()  # the answer's text is logged before the answer is saved
         if checkpoint.lost.is_set():
             raise LeaseLost(lease.session_id, lease.run_id)
-        # also checks the lease and a cancel
-        saved = calls.redis("save_answer", lambda: self.store.save_answer(lease, prepared.answer))
+        # the answer's text is logged, then the answer saved (checking the lease and a
+        # cancel), in one round trip
+        saved = events.flush_into(
+            lambda batch, first: calls.redis(
+                "save_answer",
+                lambda: self.store.save_answer(lease, prepared.answer, batch, first),
+            )
+        )
         if saved is Saved.LOST:
             raise LeaseLost(lease.session_id, lease.run_id)
         if saved is Saved.CANCELLED:

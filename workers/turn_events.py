@@ -11,10 +11,10 @@ per window, not one per token, with no thread of its own. Every ``EMIT`` carries
 events this lease logged before it, so a batch sent again after a lost reply is
 logged once; a stale worker's ``EMIT`` is refused.
 
-``flush()`` logs what waits (before the answer is saved, so a run's text comes
-before its ``turn.committed``). Sending raises what it meets, ``LeaseLost`` or
-Redis unreachable past the lease's life, from ``add``/``put``/``flush``, so the
-turn stops.
+``flush()`` logs what waits; ``flush_into`` hands it to the answer's save, which logs
+it first in the same round trip (so a run's text comes before its ``turn.committed``).
+Sending raises what it meets, ``LeaseLost`` or Redis unreachable past the lease's
+life, from ``add``/``put``/``flush``, so the turn stops.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ import itertools
 import math
 import threading
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from fence.agents import StepEvent, TextEvent, ToolCallEvent, ToolResultEvent
 from fence.runs import EventType, Lease, RunStore
@@ -35,6 +36,7 @@ TOOL_RESULT_CHARS = 16_384
 """A tool result in the log is cut to this many characters (the model got all of it)."""
 
 Entry = tuple[EventType, dict[str, Any]]
+T = TypeVar("T")
 
 
 def entry(event: StepEvent) -> Entry:
@@ -99,6 +101,18 @@ class TurnEvents:
             self._raise_failure()
             if self._queued:
                 self._send()
+
+    def flush_into(self, send: Callable[[list[Entry], int], T]) -> T:
+        """Send what is queued with ``send(batch, first)``, a round trip the turn makes
+        anyway (the answer's save), rather than in one of its own; returns its result."""
+        with self._lock:
+            self._raise_failure()
+            batch, first = list(self._queued), self._logged
+            result = send(batch, first)
+            del self._queued[: len(batch)]
+            self._logged += len(batch)
+            self._sent_at = time.monotonic()
+            return result
 
     def close(self) -> None:
         """The turn is over: what is still queued is dropped."""

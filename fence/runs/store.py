@@ -477,10 +477,17 @@ class RunStore:
         returns the ids of those logged now. ``first`` counts the events this lease
         logged before these, so a batch sent twice is logged once. Raises
         ``LeaseLost`` (nothing written) if the lease is not ours."""
+        outcome, *ids = self._call(self._emit, *self._emit_call(lease, events, first))
+        if outcome == Emitted.LOST:
+            raise LeaseLost(lease.session_id, lease.run_id)
+        return ids
+
+    def _emit_call(
+        self, lease: Lease, events: Sequence[tuple[EventType, dict[str, Any]]], first: int
+    ) -> tuple[list[str], list[Any]]:
         sid, run_id = lease.session_id, lease.run_id
         pairs = [item for kind, data in events for item in (kind.value, json.dumps(data))]
-        outcome, *ids = self._call(
-            self._emit,
+        return (
             [keys.lease(sid), *keys.event_logs(sid, run_id), keys.run(sid, run_id)],
             [
                 lease.token,
@@ -492,9 +499,6 @@ class RunStore:
                 *pairs,
             ],
         )
-        if outcome == Emitted.LOST:
-            raise LeaseLost(sid, run_id)
-        return ids
 
     def journal(self, lease: Lease) -> list[str]:
         """The run's step journal, its JSON entries oldest first."""
@@ -601,18 +605,32 @@ class RunStore:
         flag = self.redis.hget(keys.run(lease.session_id, lease.run_id), "cancel_requested")
         return flag == "1"
 
-    def save_answer(self, lease: Lease, answer: str) -> Saved:
+    def save_answer(
+        self,
+        lease: Lease,
+        answer: str,
+        events: Sequence[tuple[EventType, dict[str, Any]]] = (),
+        first: int = 0,
+    ) -> Saved:
         """Keep the answer before the memory commit, so a worker that finds the
         turn already committed can finish the run without calling the model.
-        Unless ``Saved.SAVED``, the turn must not be committed.
+        Unless ``Saved.SAVED``, the turn must not be committed. ``events`` (the turn's
+        last, as ``emit`` takes them) are logged first in the same round trip; both
+        steps check the lease, so a lost lease writes neither.
         """
-        return Saved(
-            self._call(
+        sid, run_id = lease.session_id, lease.run_id
+
+        def queue(pipe: Pipeline) -> None:
+            if events:
+                _evalsha(pipe, self._emit, *self._emit_call(lease, events, first))
+            _evalsha(
+                pipe,
                 self._save_answer,
-                [keys.lease(lease.session_id), keys.run(lease.session_id, lease.run_id)],
+                [keys.lease(sid), keys.run(sid, run_id)],
                 [lease.token, answer],
             )
-        )
+
+        return Saved(self._pipeline(queue)[-1])
 
     def pending_result(self, lease: Lease) -> str | None:
         return self.redis.hget(keys.run(lease.session_id, lease.run_id), RunField.PENDING_RESULT)
