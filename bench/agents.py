@@ -39,11 +39,11 @@ WINDOW_TOKENS = 2_000
 history, so a session's 500th turn costs what its first did."""
 
 
-def bench(memory: BaseMemory, model: EchoModel | None = None) -> Agent:
-    """The benchmarks' agent; ``model`` replaces its ``EchoModel`` (same latency)."""
+def bench(memory: BaseMemory) -> Agent:
+    """The benchmarks' agent."""
     return Agent(
         identifier="bench",
-        model=model or EchoModel(latency=latency_s()),
+        model=EchoModel(latency=latency_s()),
         memory=memory,
         max_memory_size=WINDOW_TOKENS,
     )

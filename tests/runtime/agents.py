@@ -21,13 +21,9 @@ memory as it is.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
-from functools import cache
 from typing import Any
-
-import redis
 
 from fence.agents import Agent, PreparedTurn
 from fence.errors import ModelError
@@ -36,18 +32,12 @@ from fence.memory.sqlite import SQLiteMemory
 from fence.messages import Message, Role
 from fence.models.base import Model, ModelResponse, StreamItem, ToolSpec
 from fence.models.streaming import TextDelta
-from fence.runs import AgentFactory
+from tests.runtime.control import control
 from tests.runtime.durable_agents import durable
+from tests.runtime.tool_agents import approver, noter
 
 RELEASE_TIMEOUT_S = 120
 MID_STREAM_HEAD = "first, "
-
-
-@cache
-def control() -> redis.Redis:
-    url = os.environ.get("TEST_CONTROL_REDIS_URL") or os.environ["FENCE_REDIS_URL"]
-    # no socket timeout (redis-py 8 defaults to 5 s): a blocked turn waits for its release
-    return redis.Redis.from_url(url, decode_responses=True, socket_timeout=None)
 
 
 def directives(text: str) -> dict[str, str]:
@@ -139,20 +129,9 @@ def controlled(memory: BaseMemory) -> Agent:
     return ControlledAgent(identifier="controlled", model=ControlledModel(), memory=memory)
 
 
-def with_tools(name: str) -> AgentFactory:
-    """An agent of ``tests.runtime.tool_agents``, imported when used (it uses ``control``)."""
-
-    def build(memory: BaseMemory) -> Agent:
-        from tests.runtime import tool_agents
-
-        return getattr(tool_agents, name)(memory)
-
-    return build
-
-
 registry = {
     "controlled": controlled,
     "durable": durable,
-    "approver": with_tools("approver"),
-    "noter": with_tools("noter"),
+    "approver": approver,
+    "noter": noter,
 }

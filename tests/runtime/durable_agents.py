@@ -31,7 +31,6 @@ import time
 from functools import cache
 from typing import Any
 
-import redis
 from redis.commands.core import Script
 
 from fence.agents import Agent, Journal, PreparedTurn
@@ -39,6 +38,7 @@ from fence.memory.base import BaseMemory
 from fence.messages import Message, Role, ToolCall
 from fence.models.base import Model, ModelResponse, ToolSpec
 from fence.tools import ToolContext
+from tests.runtime.control import control
 
 TOOL_CALLS = 4
 STEPS = TOOL_CALLS + 1
@@ -73,12 +73,6 @@ def receipt(n: int, key: str) -> str:
 
 def model_calls_field(run_id: str, step: int) -> str:
     return f"{run_id}:{step}"
-
-
-@cache
-def control() -> redis.Redis:
-    url = os.environ.get("TEST_CONTROL_REDIS_URL") or os.environ["FENCE_REDIS_URL"]
-    return redis.Redis.from_url(url, decode_responses=True)
 
 
 @cache

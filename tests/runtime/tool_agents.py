@@ -19,7 +19,7 @@ from fence.messages import Message, Role, ToolCall
 from fence.models.base import Model, ModelResponse, ToolSpec
 from fence.models.local import ToolEchoModel
 from fence.tools import ToolContext, tool
-from tests.runtime.agents import control
+from tests.runtime.control import control
 
 ASKED = {"order_id": "A1", "cents": 500}
 
